@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 PUBLIC_BUCKET_URI = "s3://aft-vbi-pds/"
 IMAGE_DIR = "bin-images"
@@ -24,6 +24,22 @@ MANIFEST = "manifest.csv"
 
 class DatasetError(RuntimeError):
     """The dataset is missing, empty or malformed; the message says which file and what to fix."""
+
+
+class MissingObjectError(DatasetError):
+    """One file/object of the layout does not exist (as opposed to the store being unreadable)."""
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class ObjectStream(NamedTuple):
+    """An open object of the store: its bytes as a stream (close it when done) and its size in bytes."""
+
+    body: Readable
+    size: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,10 @@ class Source(Protocol):
     def read_metadata(self, bin_id: str) -> dict[str, Any]: ...
     def read_image(self, bin_id: str) -> bytes: ...
     def read_manifest(self) -> list[dict[str, str]] | None: ...
+    def probe(self) -> None: ...
+    def object_size(self, folder: str, name: str) -> int | None: ...
+    def object_sizes(self, folder: str) -> dict[str, int]: ...
+    def open_object(self, folder: str, name: str) -> ObjectStream: ...
 
 
 class LocalSource:
@@ -71,7 +91,8 @@ class LocalSource:
         img_dir = self.root / IMAGE_DIR
         if not meta_dir.is_dir() or not img_dir.is_dir():
             raise DatasetError(
-                f"{self.root} is not in ABID layout: expected folders {IMAGE_DIR}/ and {METADATA_DIR}/ inside it"
+                f"{self.root} is not in ABID layout: "
+                f"expected folders {IMAGE_DIR}/ and {METADATA_DIR}/ inside it"
             )
         with os.scandir(img_dir) as it:
             images = {e.name[:-4] for e in it if e.name.endswith(".jpg")}
@@ -102,6 +123,37 @@ class LocalSource:
         with path.open(newline="") as fh:
             return list(csv.DictReader(fh))
 
+    def probe(self) -> None:
+        """Raise DatasetError unless the folder has the ABID layout (both sub-folders)."""
+        missing = [d for d in (IMAGE_DIR, METADATA_DIR) if not (self.root / d).is_dir()]
+        if missing:
+            raise DatasetError(
+                f"{self.root} is not in ABID layout: no {' or '.join(d + '/' for d in missing)} folder in it"
+            )
+
+    def object_size(self, folder: str, name: str) -> int | None:
+        """Size in bytes of ``<root>/<folder>/<name>``, None when it does not exist."""
+        try:
+            return (self.root / folder / name).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def object_sizes(self, folder: str) -> dict[str, int]:
+        """{name: size} of every file directly inside ``<root>/<folder>/``."""
+        try:
+            with os.scandir(self.root / folder) as it:
+                return {e.name: e.stat().st_size for e in it if e.is_file()}
+        except FileNotFoundError as exc:
+            raise DatasetError(f"{self.root / folder} does not exist") from exc
+
+    def open_object(self, folder: str, name: str) -> ObjectStream:
+        path = self.root / folder / name
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError as exc:
+            raise MissingObjectError(f"{path} does not exist") from exc
+        return ObjectStream(fh, os.fstat(fh.fileno()).st_size)
+
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix/``)."""
@@ -116,7 +168,9 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def make_s3_client(endpoint_url: str | None = None, unsigned: bool | None = None, region: str | None = None) -> Any:
+def make_s3_client(
+    endpoint_url: str | None = None, unsigned: bool | None = None, region: str | None = None
+) -> Any:
     """A boto3 S3 client. Unsigned (anonymous) when asked, which the public ABID bucket needs."""
     import boto3
     from botocore import UNSIGNED
@@ -166,14 +220,66 @@ class S3Source:
         return sorted(images & metas)
 
     def get(self, key: str) -> bytes:
+        stream = self._open(key)
+        try:
+            return stream.body.read()
+        finally:
+            stream.body.close()
+
+    def _open(self, key: str) -> ObjectStream:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
         except self.client.exceptions.NoSuchKey as exc:
-            raise DatasetError(f"s3://{self.bucket}/{key} does not exist") from exc
+            raise MissingObjectError(f"s3://{self.bucket}/{key} does not exist") from exc
         except (ClientError, BotoCoreError) as exc:
             raise DatasetError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+        return ObjectStream(resp["Body"], int(resp["ContentLength"]))
+
+    def probe(self) -> None:
+        """Fail fast, with one clear message, when the bucket cannot be reached at all."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "AccessDenied":
+                # Some policies grant GetObject without ListBucket; the reads themselves will tell.
+                return
+            if code == "NoSuchBucket":
+                raise DatasetError(f"bucket {self.bucket!r} does not exist ({self.uri})") from exc
+            raise DatasetError(f"cannot list {self.uri}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise DatasetError(f"cannot reach {self.uri}: {exc}") from exc
+
+    def object_size(self, folder: str, name: str) -> int | None:
+        """Size in bytes of one object (a HEAD request), None when it does not exist."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key(folder, name)
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
+
+    def object_sizes(self, folder: str) -> dict[str, int]:
+        """{name: size} of every object directly under ``<prefix><folder>/``: one listing, 1,000 per page."""
+        base = self.key(folder, "")
+        out: dict[str, int] = {}
+        for key, size in self.list_keys(folder):
+            name = key[len(base) :]
+            if name and "/" not in name:
+                out[name] = size
+        return out
+
+    def open_object(self, folder: str, name: str) -> ObjectStream:
+        return self._open(self.key(folder, name))
 
     def read_metadata(self, bin_id: str) -> dict[str, Any]:
         key = self.key(METADATA_DIR, f"{bin_id}.json")
@@ -188,7 +294,9 @@ class S3Source:
     def read_manifest(self) -> list[dict[str, str]] | None:
         try:
             data = self.get(f"{self.prefix}{MANIFEST}")
-        except DatasetError:
+        except MissingObjectError:
+            # Only "there is no manifest" means "read the metadata instead"; an unreachable endpoint or
+            # denied access must surface here rather than as a later, misleading listing error.
             return None
         return list(csv.DictReader(data.decode().splitlines()))
 
@@ -198,6 +306,9 @@ def open_source(uri: str | Path, endpoint_url: str | None = None, unsigned: bool
     text = str(uri)
     if text.startswith("s3://"):
         return S3Source(text, endpoint_url=endpoint_url, unsigned=unsigned)
+    if "://" in text:
+        # Otherwise gs://… or https://… would be reported as a missing local folder.
+        raise ValueError(f"unsupported URI {text!r}: use a local folder or s3://bucket/prefix")
     return LocalSource(text)
 
 

@@ -47,6 +47,10 @@ def read_udacity_file_list(path: Path) -> dict[str, int]:
         raise DatasetError(f"file list {path} must map counts to lists of metadata paths")
     out: dict[str, int] = {}
     for count, paths in data.items():
+        if not count.isdigit() or not isinstance(paths, list):
+            raise DatasetError(
+                f"file list {path}: entry {count!r} must map a count to a list of metadata paths"
+            )
         for p in paths:
             out[Path(p).stem] = int(count)
     return out
@@ -118,7 +122,8 @@ def stratified_split(
         val.extend(group[:n_val])
         test.extend(group[n_val : n_val + n_test])
         train.extend(group[n_val + n_test :])
-    return (sorted(train, key=lambda r: r.id), sorted(val, key=lambda r: r.id), sorted(test, key=lambda r: r.id))
+    train, val, test = (sorted(part, key=lambda r: r.id) for part in (train, val, test))
+    return train, val, test
 
 
 def apply_classes(records: Sequence[BinRecord], classes: CountClasses) -> list[BinRecord]:

@@ -1,0 +1,91 @@
+"""Alembic environment, shared by the `alembic` command line and records.migrate.
+
+The URL comes from the config's ``sqlalchemy.url`` when code set it (records.migrate does), otherwise from
+binwatch's settings (BINWATCH_DATABASE_URL, else the embedded SQLite file), so the shell and the service
+always agree on which database they mean.
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from alembic import context
+from records.db import make_engine, normalize_url
+from records.orm import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+# Only the command line has an ini file; code calling records.migrate keeps its own logging setup.
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def database_url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from binwatch.settings import get_settings
+
+    return get_settings().resolved_database_url
+
+
+def configure(connection: Connection | None = None, url: str | None = None) -> None:
+    if connection is not None:
+        dialect = connection.dialect.name
+    else:
+        dialect = normalize_url(url or "").get_backend_name()
+    context.configure(
+        connection=connection,
+        url=url,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead, so one migration script
+        # serves both dialects.
+        render_as_batch=dialect == "sqlite",
+        compare_type=True,
+        literal_binds=connection is None,
+        dialect_opts={"paramstyle": "named"} if connection is None else {},
+    )
+
+
+def run_migrations_offline() -> None:
+    """``alembic upgrade head --sql``: print the SQL instead of running it."""
+    configure(url=normalize_url(database_url()).render_as_string(hide_password=False))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _check_sqlite_foreign_keys(connection: Connection) -> None:
+    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        raise RuntimeError(f"migration left rows violating foreign keys: {problems[:10]}")
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(database_url(), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            is_sqlite = connection.dialect.name == "sqlite"
+            if is_sqlite:
+                # Batch mode drops and recreates tables; with enforcement on, dropping a parent table
+                # would cascade-delete its children's rows. SQLite only honours this pragma outside a
+                # transaction, hence the commit; integrity is checked once the migration is done.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
+            configure(connection=connection)
+            with context.begin_transaction():
+                context.run_migrations()
+            if is_sqlite:
+                _check_sqlite_foreign_keys(connection)
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

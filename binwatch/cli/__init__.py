@@ -1,0 +1,21 @@
+"""The `binwatch` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from binwatch.cli import data, ml
+
+app = typer.Typer(
+    name="binwatch",
+    help="Count objects in bin photos, flag inventory mismatches, train and serve the counting model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data", help="Fetch and summarise ABID-layout datasets (local folder or S3).")
+ml.register(app)
+
+
+def main() -> None:
+    app()

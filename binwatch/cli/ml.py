@@ -1,0 +1,279 @@
+"""`binwatch train`, `binwatch evaluate`, `binwatch predict`: the ML core from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from model.abid import BinRecord, DatasetError, Source, load_records, open_source
+from model.subsets import SubsetSpec, select, stratified_split
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_RUNS = Path("runs")
+LATEST = DEFAULT_RUNS / "latest" / "best.pt"
+
+Endpoint = Annotated[
+    Optional[str], typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for s3:// data.")
+]
+MinCount = Annotated[Optional[int], typer.Option(help="Only bins with at least this many objects.")]
+MaxCount = Annotated[Optional[int], typer.Option(help="Only bins with at most this many objects.")]
+Ids = Annotated[Optional[Path], typer.Option("--ids", help="File with one bin id per line.")]
+FileList = Annotated[Optional[Path], typer.Option("--file-list", help="Udacity-style file_list.json.")]
+Limit = Annotated[Optional[int], typer.Option(help="At most this many bins (stratified by count).")]
+Seed = Annotated[int, typer.Option(help="Seed for sampling, splitting and training.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def read_dataset(data: str, endpoint_url: str | None, spec: SubsetSpec) -> tuple[Source, list[BinRecord]]:
+    try:
+        source = open_source(data, endpoint_url=endpoint_url)
+        records = select(load_records(source), spec)
+    except (DatasetError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    if not records:
+        raise fail(f"no bins in {data} match the subset options")
+    return source, records
+
+
+def split_records(records: list[BinRecord], val_fraction: float, seed: int) -> tuple[list[BinRecord], list[BinRecord]]:
+    """The manifest's train/val split when the dataset has one (comparable figures), else a stratified one."""
+    if any(r.split for r in records):
+        train = [r for r in records if r.split == "train"]
+        val = [r for r in records if r.split == "val"]
+        if train and val:
+            return train, val
+    train, val, _ = stratified_split(records, val_fraction=val_fraction, seed=seed)
+    return train, val
+
+
+def metrics_table(evaluation: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("subset")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("RMSE", justify="right")
+    table.add_column("within ±1", justify="right")
+    table.add_row(
+        "model classes", str(evaluation["n"]), f"{evaluation['accuracy']:.1%}", f"{evaluation['rmse']:.3f}",
+        f"{evaluation['within_one']:.1%}",
+    )
+    for name, sub in evaluation["subsets"].items():
+        table.add_row(name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}")
+    return table
+
+
+def per_class_table(evaluation: dict) -> Table:
+    table = Table(title="per-class accuracy (model classes)")
+    for label in evaluation["labels"]:
+        table.add_column(label, justify="right")
+    table.add_row(*[
+        f"{evaluation['per_class_accuracy'][lbl]:.0%}" if lbl in evaluation["per_class_accuracy"] else "-"
+        for lbl in evaluation["labels"]
+    ])
+    return table
+
+
+def train(
+    data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<recipe>-<time>).")] = None,
+    recipe: Annotated[Optional[str], typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="resnet18, resnet34 or resnet50.")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
+    k: Annotated[Optional[int], typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")] = None,
+    out_of_range: Annotated[Optional[str], typer.Option(help="Counts >= K: overflow or drop.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="onecycle, cosine or constant.")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet .pth; never downloaded.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    max_train_batches: Annotated[Optional[int], typer.Option(help="Cap batches per epoch (quick checks).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = True,
+    val_fraction: Annotated[float, typer.Option(help="Validation share when the data has no manifest split.")] = 0.15,
+    endpoint_url: Endpoint = None,
+    min_count: MinCount = None,
+    max_count: MaxCount = None,
+    ids: Ids = None,
+    file_list: FileList = None,
+    limit: Limit = None,
+    seed: Seed = 0,
+) -> None:
+    """Train a counting model on ABID-layout data and write best.pt/last.pt, metrics and plots.
+
+    Uses the dataset's manifest.csv train/val split when there is one, else a stratified split.
+    Re-running with the same --out resumes after the last finished epoch.
+
+    Example: binwatch train ../shared/abid --recipe cpu-quick --out runs/quick
+    """
+    from model.recipes import recipe_config
+    from model.training import train as run_training
+
+    try:
+        cfg = recipe_config(
+            recipe, architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, k=k,
+            classes=classes, out_of_range=out_of_range, optimizer=optimizer, schedule=schedule,
+            pretrained=str(pretrained) if pretrained else None, device=device, seed=seed,
+            max_train_batches=max_train_batches,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    spec = SubsetSpec(min_count, max_count, ids, file_list, None, limit, seed)
+    source, records = read_dataset(data, endpoint_url, spec)
+    train_recs, val_recs = split_records(records, val_fraction, seed)
+    out = out or DEFAULT_RUNS / f"{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
+    console.print(
+        f"training [bold]{cfg.architecture}[/] ({cfg.recipe}) on {len(train_recs)} bins, validating on "
+        f"{len(val_recs)}; {cfg.epochs} epochs at {cfg.image_size}px -> {out}"
+    )
+    def report(ep) -> None:  # noqa: ANN001 - EpochResult, imported lazily above
+        s = ep.summary()
+        console.print(
+            f"epoch {ep.epoch}/{ep.epochs}: train loss {s['train_loss']:.3f}, val loss {s['val_loss']:.3f}, "
+            f"val acc {s['accuracy']:.1%}, RMSE {s['rmse']:.3f}"
+            + (f", 0-5 acc {s['accuracy_0-5']:.1%}" if "accuracy_0-5" in s else "")
+            + f" ({s['duration_s']:.0f}s){' *best*' if ep.is_best else ''}"
+        )
+
+    from model.training import TrainHooks
+
+    try:
+        result = run_training(cfg, source, train_recs, val_recs, out, TrainHooks(on_epoch_end=report), resume=resume)
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    latest = DEFAULT_RUNS / "latest"
+    if out.resolve().parent == DEFAULT_RUNS.resolve():
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(out.resolve().name)
+    ev = result.evaluation.to_dict()
+    console.print(metrics_table(ev, f"validation ({len(val_recs)} bins), temperature {result.temperature:.2f}"))
+    console.print(per_class_table(ev))
+    console.print(f"best checkpoint: {result.best_path}  ({result.wall_time_s / 60:.1f} min)")
+    for name, path in result.plots.items():
+        console.print(f"{name}: {path}")
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt/last.pt written by binwatch train.")],
+    data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
+    split: Annotated[Optional[str], typer.Option(help="Manifest split to use (e.g. val); default all bins.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
+    tta: Annotated[bool, typer.Option(help="Average predictions over flips.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option()] = 64,
+    endpoint_url: Endpoint = None,
+    min_count: MinCount = None,
+    max_count: MaxCount = None,
+    ids: Ids = None,
+    file_list: FileList = None,
+    limit: Limit = None,
+    seed: Seed = 0,
+) -> None:
+    """Evaluate a checkpoint: accuracy, RMSE, ±1 accuracy, per-class accuracy and the confusion matrix,
+    for the model's classes and for the standard 0-5 (ABID challenge) and 1-5 (Udacity) subsets.
+
+    Example: binwatch evaluate runs/latest/best.pt ../shared/abid --split val --out runs/latest/eval-val
+    """
+    from model.checkpoint import CheckpointError
+    from model.evaluation import evaluate_checkpoint
+    from model.plots import plot_confusion
+
+    spec = SubsetSpec(min_count, max_count, ids, file_list, split, limit, seed)
+    source, records = read_dataset(data, endpoint_url, spec)
+    t0 = time.monotonic()
+    try:
+        result = evaluate_checkpoint(checkpoint, source, records, device=device, batch_size=batch_size, tta=tta)
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    ev = result.evaluation.to_dict()
+    console.print(metrics_table(ev, f"{checkpoint} on {len(result.records)} bins ({time.monotonic() - t0:.0f}s)"))
+    console.print(per_class_table(ev))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(ev, indent=2))
+        plot_confusion(result.evaluation, out / "confusion_matrix.png")
+        console.print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG/PNG), any size.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", envvar="BINWATCH_CHECKPOINT",
+                                             help="Checkpoint to use.")] = LATEST,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Count the objects in bin photos.
+
+    Example: binwatch predict ../shared/abid/originals/*.jpg -c runs/latest/best.pt
+    """
+    from model.checkpoint import CheckpointError
+    from model.predictor import Predictor
+    from model.preprocess import ImageDecodeError
+
+    if not checkpoint.exists():
+        raise fail(
+            f"checkpoint {checkpoint} does not exist; train one first "
+            "(binwatch train ../shared/abid --recipe cpu-quick) or pass --checkpoint"
+        )
+    try:
+        predictor = Predictor(checkpoint, device=device)
+    except CheckpointError as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title=f"counts by {checkpoint}")
+    table.add_column("image", overflow="fold")
+    for col in ("count", "confidence", "top classes"):
+        table.add_column(col)
+    failed = 0
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        tensors, ok = [], []
+        for path in chunk:
+            try:
+                tensors.append(predictor.preprocess(path))
+                ok.append(path)
+            except (ImageDecodeError, OSError) as exc:
+                failed += 1
+                err.print(f"[red]{path}[/]: {exc}")
+        if not tensors:
+            continue
+        import torch
+
+        for path, pred in zip(ok, predictor.predict_tensors(torch.stack(tensors)), strict=True):
+            if as_json:
+                sys.stdout.write(json.dumps({"image": str(path), **pred.to_dict()}) + "\n")
+            else:
+                top = sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:3]
+                table.add_row(str(path), pred.label, f"{pred.confidence:.2f}",
+                              ", ".join(f"{lbl}: {p:.2f}" for lbl, p in top))
+    if not as_json:
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(predict)
+
+
+# Keep torch from oversubscribing small machines when the user has not chosen.
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))

@@ -1,0 +1,51 @@
+"""Evaluating a checkpoint on a set of ABID records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.abid import BinRecord, Source
+from model.checkpoint import load_model
+from model.data import BinImages
+from model.metrics import Evaluation, evaluate_predictions
+from model.training import predict_logits, resolve_device, softmax
+
+
+@dataclass
+class CheckpointEvaluation:
+    evaluation: Evaluation
+    probabilities: np.ndarray
+    counts: np.ndarray
+    records: list[BinRecord]
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    source: Source,
+    records: Sequence[BinRecord],
+    device: str = "auto",
+    batch_size: int = 64,
+    tta: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> CheckpointEvaluation:
+    loaded = load_model(checkpoint)
+    dev = resolve_device(device)
+    ds = BinImages(source, records, loaded.classes, loaded.preprocessing)
+    if len(ds) == 0:
+        raise ValueError("none of the selected bins has a count this model's classes can represent")
+    logits, _targets, counts = predict_logits(
+        loaded.net.to(dev), ds, loaded.preprocessing, dev, batch_size=batch_size, tta=tta,
+        progress=progress, workers=workers,
+    )
+    probs = softmax(logits, float(loaded.metadata.get("temperature") or 1.0))
+    return CheckpointEvaluation(
+        evaluation=evaluate_predictions(probs, counts, loaded.classes),
+        probabilities=probs,
+        counts=counts,
+        records=ds.records,
+    )

@@ -1,0 +1,488 @@
+"""The training loop: seeded, resumable, cancellable, with best/last checkpoints every epoch.
+
+Nothing here assumes it is the only process (no global RNG seeding, no module state), so the same loop
+can run under torchrun later. Callers observe progress through ``TrainHooks`` (the worker records epochs
+in the database and uploads checkpoints from there) and stop it with ``should_stop``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from model.abid import BinRecord, Source
+from model.checkpoint import CheckpointError, load_payload, save_checkpoint
+from model.config import TrainConfig
+from model.data import BinImages, CachedImages
+from model.metrics import Evaluation, evaluate_predictions
+from model.network import build_resnet
+from model.preprocess import Preprocessing
+from model.subsets import histogram
+
+
+class TrainingCancelled(RuntimeError):
+    """``should_stop`` asked the loop to stop; the last completed epoch's checkpoint is kept."""
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float
+    evaluation: Evaluation
+    duration_s: float
+    lr: float
+    is_best: bool
+    last_path: Path
+    best_path: Path
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "lr": self.lr,
+            "duration_s": self.duration_s,
+            **self.evaluation.headline(),
+        }
+
+
+@dataclass
+class TrainHooks:
+    on_epoch_end: Callable[[EpochResult], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    # How many batches pass between should_stop checks; small so cancellation lands within seconds.
+    stop_check_every: int = 5
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    history: list[dict[str, float]]
+    evaluation: Evaluation
+    temperature: float
+    resumed_from_epoch: int
+    wall_time_s: float
+    plots: dict[str, Path] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for but torch sees no CUDA GPU on this host")
+    return dev
+
+
+def code_version() -> str:
+    try:
+        return version("binwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _loader(ds: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int, cached: bool) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=0 if cached else workers,
+        generator=gen,
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+def _to_input(images: torch.Tensor, pre: Preprocessing, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x
+
+
+def _normalise(x: torch.Tensor, pre: Preprocessing, channels_last: bool) -> torch.Tensor:
+    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _autocast(device: torch.device, enabled: bool) -> Any:
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict_logits(
+    net: nn.Module,
+    ds: Dataset,
+    pre: Preprocessing,
+    device: torch.device,
+    batch_size: int = 128,
+    channels_last: bool = True,
+    amp: bool = True,
+    tta: bool = False,
+    progress: bool = False,
+    workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (N x C), class targets and true counts for a dataset; ``tta`` averages over flips."""
+    net.eval()
+    cached = isinstance(ds, CachedImages)
+    loader = _loader(ds, batch_size, False, workers, 0, cached)
+    logits_out, targets_out, counts_out = [], [], []
+    for images, targets, counts in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        x = _normalise(_to_input(images, pre, device, channels_last), pre, channels_last)
+        with _autocast(device, amp):
+            logits = net(x).float()
+            if tta:
+                logits = (logits + net(x.flip(3)).float() + net(x.flip(2)).float()) / 3
+        logits_out.append(logits.cpu())
+        targets_out.append(targets)
+        counts_out.append(counts)
+    if not logits_out:
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return (
+        torch.cat(logits_out).numpy(),
+        torch.cat(targets_out).numpy(),
+        torch.cat(counts_out).numpy(),
+    )
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The softmax temperature minimising NLL on held-out logits (Guo et al. 2017's temperature scaling)."""
+    if len(targets) == 0:
+        return 1.0
+    lg = torch.tensor(logits, dtype=torch.float64)
+    tg = torch.tensor(targets, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(lg / log_t.exp(), tg)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.exp().item())
+    return t if math.isfinite(t) and 0.05 < t < 20 else 1.0
+
+
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        pct = min(0.5, max(0.01, cfg.warmup_epochs * steps_per_epoch / total))
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: decaying them only hurts.
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_datasets(
+    source: Source,
+    train_records: Sequence[BinRecord],
+    val_records: Sequence[BinRecord],
+    cfg: TrainConfig,
+    progress: bool = True,
+) -> tuple[Dataset, Dataset]:
+    classes, pre = cfg.count_classes(), cfg.preprocessing()
+    train = BinImages(source, train_records, classes, pre)
+    val = BinImages(source, val_records, classes, pre)
+    if len(train) == 0:
+        raise ValueError("no training images left after applying the count classes; check the subset options")
+    if len(val) == 0:
+        raise ValueError("no validation images left after applying the count classes")
+    if cfg.cache_images:
+        return (
+            CachedImages(train, cfg.num_workers, progress, "decode train"),
+            CachedImages(val, cfg.num_workers, progress, "decode val"),
+        )
+    return train, val
+
+
+def train(
+    cfg: TrainConfig,
+    source: Source,
+    train_records: Sequence[BinRecord],
+    val_records: Sequence[BinRecord],
+    out_dir: str | Path,
+    hooks: TrainHooks | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    datasets: tuple[Dataset, Dataset] | None = None,
+) -> TrainResult:
+    """Train a counter; writes ``best.pt``/``last.pt`` (+ json sidecars and plots) into ``out_dir``.
+
+    With ``resume`` and an existing ``out_dir/last.pt`` from the same configuration, training continues
+    after the last completed epoch instead of starting over.
+    """
+    started = time.monotonic()
+    hooks = hooks or TrainHooks()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    best_path, last_path = out / "best.pt", out / "last.pt"
+    device = resolve_device(cfg.device)
+    classes, pre = cfg.count_classes(), cfg.preprocessing()
+    augment = cfg.augmentation()
+
+    torch.manual_seed(cfg.seed)  # torchvision init draws from the default generator
+    net = build_resnet(cfg.architecture, classes.num_classes, cfg.pretrained).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+    if cfg.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
+        )
+
+    train_ds, val_ds = datasets or build_datasets(source, train_records, val_records, cfg, progress)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    if cfg.max_train_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
+    opt = _optimizer(net, cfg)
+    sched = _schedule(opt, cfg, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    history: list[dict[str, float]] = []
+    start_epoch, best_score, stale = 0, -math.inf, 0
+    config_json = cfg.model_dump(mode="json")
+    if resume and last_path.is_file():
+        state = _load_training_state(last_path, config_json)
+        net.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        history = list(state["history"])
+        start_epoch = int(state["metadata"]["epoch"])
+        best_score = float(state["best_score"])
+        stale = int(state["stale_epochs"])
+    resumed_from = start_epoch
+
+    data_summary = {
+        "source": source.uri,
+        "train": {"n": len(train_ds), "histogram": {str(k): v for k, v in histogram(train_records).items()}},
+        "val": {"n": len(val_ds), "histogram": {str(k): v for k, v in histogram(val_records).items()}},
+    }
+
+    def metadata(epoch: int, evaluation: Evaluation | None, temperature: float) -> dict[str, Any]:
+        return {
+            "architecture": cfg.architecture,
+            "classes": classes.to_dict(),
+            "labels": classes.labels,
+            "preprocessing": pre.to_dict(),
+            "temperature": temperature,
+            "epoch": epoch,
+            "epochs": cfg.epochs,
+            "metrics": evaluation.to_dict() if evaluation else None,
+            "history": history,
+            "data": data_summary,
+            "train_config": config_json,
+            "code_version": code_version(),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if stale and cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+            break
+        t0 = time.monotonic()
+        net.train()
+        # Dropout draws from the default generator: reseeding per epoch keeps a resumed run identical.
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        # Per-epoch generator: a resumed run draws the same batches and augmentations as an unbroken one.
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=gen,
+            num_workers=0 if isinstance(train_ds, CachedImages) else cfg.num_workers,
+            drop_last=len(train_ds) > cfg.batch_size,
+        )
+        running, seen = 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        for step, (images, targets, _counts) in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            if hooks.should_stop and step % hooks.stop_check_every == 0 and hooks.should_stop():
+                bar.close()
+                raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
+            x = _to_input(images, pre, device, cfg.channels_last)
+            x = _normalise(augment(x, gen), pre, cfg.channels_last)
+            y = targets.to(device)
+            with _autocast(device, cfg.amp):
+                loss = loss_fn(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            running += float(loss.detach()) * len(y)
+            seen += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / seen:.3f}")
+        bar.close()
+        if hooks.should_stop and hooks.should_stop():
+            raise TrainingCancelled(f"stopped at the end of epoch {epoch + 1}")
+
+        eval_net = ema.module if ema is not None else net
+        if ema is not None:
+            # BatchNorm statistics are not averaged by EMA; copy the live ones.
+            for b_ema, b in zip(ema.module.buffers(), net.buffers(), strict=True):
+                b_ema.copy_(b)
+        logits, targets_np, counts_np = predict_logits(
+            eval_net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp, workers=cfg.num_workers
+        )
+        val_loss = float(nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(targets_np)))
+        evaluation = evaluate_predictions(softmax(logits), counts_np, classes)
+        score = evaluation.accuracy - 1e-3 * val_loss  # accuracy first, loss breaks ties
+        is_best = score > best_score
+        if is_best:
+            best_score, stale = score, 0
+        else:
+            stale += 1
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": running / max(1, seen),
+            "val_loss": val_loss,
+            "lr": float(sched.get_last_lr()[0]),
+            "duration_s": time.monotonic() - t0,
+            **evaluation.headline(),
+        }
+        history.append(row)
+        weights = {k: v for k, v in eval_net.state_dict().items()}
+        if is_best:
+            save_checkpoint(best_path, weights, metadata(epoch + 1, evaluation, 1.0))
+        extra = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": history,
+            "best_score": best_score,
+            "stale_epochs": stale,
+        }
+        if ema is not None:
+            extra["ema"] = ema.state_dict()
+        save_checkpoint(last_path, net.state_dict(), metadata(epoch + 1, evaluation, 1.0), extra)
+        if hooks.on_epoch_end:
+            hooks.on_epoch_end(
+                EpochResult(
+                    epoch=epoch + 1,
+                    epochs=cfg.epochs,
+                    train_loss=row["train_loss"],
+                    val_loss=val_loss,
+                    evaluation=evaluation,
+                    duration_s=row["duration_s"],
+                    lr=row["lr"],
+                    is_best=is_best,
+                    last_path=last_path,
+                    best_path=best_path,
+                )
+            )
+
+    return finalise(cfg, best_path, last_path, val_ds, device, history, resumed_from, started, progress)
+
+
+def _load_training_state(path: Path, config_json: dict[str, Any]) -> dict[str, Any]:
+    state = load_payload(path)
+    if "optimizer" not in state:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    saved = dict(state["metadata"].get("train_config") or {})
+    mine = dict(config_json)
+    # Settings that only change how fast or where it runs may differ on resume; the recipe may not.
+    for key in ("device", "num_workers", "cache_images", "epochs", "early_stopping_patience"):
+        saved.pop(key, None)
+        mine.pop(key, None)
+    if saved != mine:
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        raise CheckpointError(
+            f"{path} was written with a different training configuration ({', '.join(diff)}); "
+            "use a fresh output folder or the same settings to resume"
+        )
+    return state
+
+
+def finalise(
+    cfg: TrainConfig,
+    best_path: Path,
+    last_path: Path,
+    val_ds: Dataset,
+    device: torch.device,
+    history: list[dict[str, float]],
+    resumed_from: int,
+    started: float,
+    progress: bool,
+) -> TrainResult:
+    """Reload the best weights, calibrate, evaluate on val and write the final checkpoint metadata and plots."""
+    from model.checkpoint import load_model
+    from model.plots import plot_confusion, plot_history
+
+    loaded = load_model(best_path)
+    net = loaded.net.to(device)
+    pre = loaded.preprocessing
+    logits, targets, counts = predict_logits(net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp)
+    temperature = fit_temperature(logits, targets) if cfg.calibrate else 1.0
+    evaluation = evaluate_predictions(softmax(logits, temperature), counts, loaded.classes)
+    meta = dict(loaded.metadata, temperature=temperature, metrics=evaluation.to_dict(), history=history)
+    meta["wall_time_s"] = time.monotonic() - started
+    payload = load_payload(best_path)
+    save_checkpoint(best_path, payload["state_dict"], meta)
+    plots = {
+        "confusion_matrix": plot_confusion(evaluation, best_path.with_name("confusion_matrix.png")),
+        "training_curves": plot_history(history, best_path.with_name("training_curves.png")),
+    }
+    return TrainResult(
+        best_path=best_path,
+        last_path=last_path,
+        history=history,
+        evaluation=evaluation,
+        temperature=temperature,
+        resumed_from_epoch=resumed_from,
+        wall_time_s=time.monotonic() - started,
+        plots=plots,
+    )

@@ -1,0 +1,272 @@
+"""The tables, as SQLAlchemy 2.0 typed ORM classes, portable across Postgres and SQLite.
+
+Conventions worth knowing before writing queries:
+
+- Timestamps are timezone-aware UTC ``datetime`` objects on both dialects (see ``UTCDateTime``); use
+  ``utcnow()``, never ``datetime.utcnow()`` (naive values are rejected).
+- JSON columns are plain ``sa.JSON``: in-place mutation (``job.params["lr"] = 1``) is not tracked,
+  so assign a new value instead (``job.params = {**job.params, "lr": 1}``).
+- Bin ids are strings and compared as strings: ``"00121"`` and ``"121"`` are different bins.
+- The enumerated string columns have CHECK constraints; the allowed values are the tuples below.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCOPES = ("predict", "inventory", "train", "admin")
+BIN_SOURCES = ("api", "abid-metadata")
+VERDICTS = ("match", "mismatch", "uncertain")
+MODEL_SOURCES = ("cli", "job")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+PROMOTION_POLICIES = ("never", "if_better", "always")
+
+# Deterministic constraint names on both dialects, so later migrations can drop or alter them by name
+# (SQLite otherwise leaves them unnamed, and batch migrations cannot refer to them).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC: the default for every timestamp column."""
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """A training job id: a uuid4 as 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always stored and returned as aware UTC.
+
+    Postgres keeps the offset (``timestamptz``) but returns values in the session's time zone; SQLite
+    keeps no offset at all and returns naive values, and mixing naive and aware datetimes raises
+    ``TypeError`` in the worker's heartbeat arithmetic. Normalising here gives both dialects one shape.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} for a UTC column; use records.orm.utcnow()")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# none_as_null: Python None is stored as SQL NULL, not as the JSON text 'null', so "IS NULL" finds it
+# and a missing value in a required column fails loudly instead of storing 'null'.
+JSONColumn = sa.JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """A client credential. Only the sha256 of the secret is stored; ``prefix`` is what users see."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    # Not unique: prefixes are short and may collide; lookups narrow by prefix and then compare hashes.
+    prefix: Mapped[str] = mapped_column(sa.String(12), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONColumn, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Bin(Base):
+    """A bin's recorded inventory: what the warehouse system says should be inside."""
+
+    __tablename__ = "bins"
+    __table_args__ = (
+        sa.CheckConstraint("expected_count >= 0", name="expected_count_non_negative"),
+        sa.CheckConstraint(_one_of("source", BIN_SOURCES), name="source"),
+        sa.CheckConstraint(_one_of("last_verdict", VERDICTS), name="last_verdict"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    expected_count: Mapped[int]
+    source: Mapped[str] = mapped_column(sa.String(32))
+    # ABID's BIN_FCSKU_DATA entries, kept as they came so item-level views need no second source.
+    items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONColumn)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    last_verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    checks: Mapped[list[BinCheck]] = relationship(
+        back_populates="bin", cascade="all, delete-orphan", passive_deletes=True, order_by="BinCheck.id"
+    )
+
+
+class BinCheck(Base):
+    """One photo of a bin, the model's count distribution for it, and the verdict against the record."""
+
+    __tablename__ = "bin_checks"
+    __table_args__ = (
+        sa.Index("ix_bin_checks_bin_id_created_at", "bin_id", "created_at"),
+        sa.CheckConstraint(_one_of("verdict", VERDICTS), name="verdict"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bin_id: Mapped[str] = mapped_column(sa.ForeignKey("bins.id", ondelete="CASCADE"))
+    image_key: Mapped[str] = mapped_column(sa.String(1024))
+    # The recorded count when the check ran; the bin's own count may have changed since.
+    expected_count: Mapped[int]
+    predicted_count: Mapped[int]
+    predicted_label: Mapped[str] = mapped_column(sa.String(16))
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSONColumn)
+    probability_of_expected: Mapped[float] = mapped_column(sa.Double())
+    verdict: Mapped[str] = mapped_column(sa.String(16))
+    thresholds: Mapped[dict[str, float]] = mapped_column(JSONColumn)
+    # SET NULL: deleting an old model version must not erase the inventory history it produced.
+    model_version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    bin: Mapped[Bin] = relationship(back_populates="checks")
+    model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class ModelVersion(Base):
+    """A trained checkpoint in the artifact store, with what is needed to load and judge it."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (sa.CheckConstraint(_one_of("source", MODEL_SOURCES), name="source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128), index=True)
+    artifact_key: Mapped[str] = mapped_column(sa.String(1024))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    architecture: Mapped[str] = mapped_column(sa.String(64))
+    classes: Mapped[list[str]] = mapped_column(JSONColumn)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONColumn, default=dict)
+    plots: Mapped[dict[str, str]] = mapped_column(JSONColumn, default=dict)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    # Unique: a job registers exactly one version, even if its task is retried after a crash.
+    training_job_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("training_jobs.id", ondelete="SET NULL"), unique=True
+    )
+    is_active: Mapped[bool] = mapped_column(default=False, server_default=sa.false(), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    training_job: Mapped[TrainingJob | None] = relationship(foreign_keys=[training_job_id])
+    promotions: Mapped[list[Promotion]] = relationship(
+        back_populates="model_version",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Promotion.id",
+    )
+
+
+class Promotion(Base):
+    """One promotion of a model version to active: who, when and why (the history behind is_active)."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    promoted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    reason: Mapped[str] = mapped_column(sa.Text)
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="promotions")
+
+
+class TrainingJob(Base):
+    """A training run requested through the API and executed by a worker."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
+        sa.CheckConstraint(_one_of("promotion_policy", PROMOTION_POLICIES), name="promotion_policy"),
+        sa.Index("ix_training_jobs_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_job_id)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    dataset: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    promotion_policy: Mapped[str] = mapped_column(sa.String(16))
+    epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    epochs: Mapped[int]
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    celery_task_id: Mapped[str | None] = mapped_column(sa.String(255))
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    promotion_decision: Mapped[str | None] = mapped_column(sa.Text)
+    # use_alter: model_versions.training_job_id points back here, and one of the two foreign keys has to
+    # be added after both tables exist.
+    model_version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("model_versions.id", ondelete="SET NULL", use_alter=True)
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # post_update: a job and its version can be inserted in one flush although each points at the other;
+    # this side's UPDATE runs after both rows exist.
+    model_version: Mapped[ModelVersion | None] = relationship(
+        foreign_keys=[model_version_id], post_update=True
+    )
+    epoch_metrics: Mapped[list[EpochMetric]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="EpochMetric.epoch"
+    )
+
+
+class EpochMetric(Base):
+    """The losses and metrics of one finished training epoch."""
+
+    __tablename__ = "epoch_metrics"
+    # Unique: a retried task must not log an epoch twice; the worker upserts or skips instead.
+    __table_args__ = (sa.UniqueConstraint("job_id", "epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("training_jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    train_loss: Mapped[float] = mapped_column(sa.Double())
+    val_loss: Mapped[float | None] = mapped_column(sa.Double())
+    val_accuracy: Mapped[float | None] = mapped_column(sa.Double())
+    val_rmse: Mapped[float | None] = mapped_column(sa.Double())
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONColumn, default=dict)
+    duration_s: Mapped[float] = mapped_column(sa.Double())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    job: Mapped[TrainingJob] = relationship(back_populates="epoch_metrics")

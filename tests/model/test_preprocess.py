@@ -1,0 +1,83 @@
+"""Preprocessing on real ABID photos and on awkward inputs."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.preprocess import ImageDecodeError, Preprocessing, load_rgb, preprocess
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+def test_full_size_original_becomes_normalised_square(abid_root: Path) -> None:
+    path = next((abid_root / "originals").glob("*.jpg"))
+    pre = Preprocessing(image_size=224)
+    x = preprocess(path, pre)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert -3 < float(x.mean()) < 3
+    # same pixels whether the photo arrives as a path or as bytes
+    assert torch.allclose(x, preprocess(path.read_bytes(), pre))
+
+
+def test_draft_mode_decodes_reduced(abid_root: Path) -> None:
+    path = max((abid_root / "originals").glob("*.jpg"), key=lambda p: p.stat().st_size)
+    full = Image.open(path).size
+    img = load_rgb(path, 64)
+    assert img.mode == "RGB"
+    # draft mode decodes at a fraction of full size when the target is small, never below 2x target
+    assert img.size[0] <= full[0] and min(img.size) >= 64 or min(full) < 128
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    data = jpeg_bytes(img, exif=exif.tobytes())
+    assert load_rgb(data, 16).size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA"])
+def test_any_mode_becomes_rgb(mode: str) -> None:
+    img = Image.new("RGB", (32, 32), (10, 200, 30)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG" if mode not in ("CMYK",) else "JPEG")
+    out = load_rgb(buf.getvalue(), 16)
+    assert out.mode == "RGB" and out.size == (32, 32)
+
+
+def test_transparent_pixels_composite_on_white() -> None:
+    img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    arr = np.asarray(load_rgb(buf.getvalue(), 8))
+    assert (arr == 255).all()
+
+
+def test_bad_inputs_raise_clear_errors(abid_root: Path) -> None:
+    with pytest.raises(ImageDecodeError, match="empty"):
+        load_rgb(b"", 32)
+    with pytest.raises(ImageDecodeError, match="not a recognised image"):
+        load_rgb(b"hello, this is text", 32)
+    good = next((abid_root / "bin-images").glob("*.jpg")).read_bytes()
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        load_rgb(good[: len(good) // 2], 32)
+    big = Image.new("L", (5000, 5000))
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    with pytest.raises(ImageDecodeError, match="more than the limit"):
+        load_rgb(buf.getvalue(), 32, max_pixels=10_000_000)
+
+
+def test_pad_resize_keeps_aspect() -> None:
+    img = Image.new("RGB", (100, 50), (0, 0, 0))
+    x = preprocess(jpeg_bytes(img), Preprocessing(image_size=32, resize="pad"))
+    # padded rows at the top are the mean colour -> normalise to ~0
+    assert x[:, 0, :].abs().max() < 0.05

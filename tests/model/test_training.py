@@ -1,0 +1,207 @@
+"""Training, resume, checkpoints and prediction on a small real ABID subset."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.abid import LocalSource, load_records
+from model.checkpoint import CheckpointError, load_model, load_payload, save_checkpoint, sha256_file
+from model.config import TrainConfig
+from model.evaluation import evaluate_checkpoint
+from model.network import PretrainedWeightsError, build_resnet
+from model.predictor import Predictor
+from model.subsets import stratified_sample
+from model.training import TrainHooks, TrainingCancelled, train
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(architecture="resnet18", image_size=64, epochs=2, batch_size=16, lr=2e-3, num_workers=0,
+                calibrate=True, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def subset(abid_root: Path):
+    source = LocalSource(abid_root)
+    records = load_records(source)
+    train = stratified_sample([r for r in records if r.split == "train"], 64, seed=1)
+    val = stratified_sample([r for r in records if r.split == "val"], 24, seed=1)
+    return source, train, val
+
+
+@pytest.fixture(scope="module")
+def trained(subset, tmp_path_factory):
+    source, train_recs, val_recs = subset
+    out = tmp_path_factory.mktemp("run")
+    seen = []
+    result = train(tiny_config(), source, train_recs, val_recs, out,
+                   TrainHooks(on_epoch_end=seen.append), progress=False)
+    return result, seen, out
+
+
+def test_training_writes_checkpoints_metrics_and_plots(trained) -> None:
+    result, seen, out = trained
+    assert [e.epoch for e in seen] == [1, 2]
+    assert all(e.train_loss > 0 and e.evaluation.n == 24 for e in seen)
+    for name in ("best.pt", "best.json", "last.pt", "last.json", "confusion_matrix.png", "training_curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    side = json.loads((out / "best.json").read_text())
+    assert side["sha256"] == sha256_file(out / "best.pt")
+    assert side["architecture"] == "resnet18" and side["labels"] == ["0", "1", "2", "3", "4", "5", "6+"]
+    assert side["preprocessing"]["image_size"] == 64
+    assert side["metrics"]["n"] == 24 and "0-5" in side["metrics"]["subsets"]
+    assert side["data"]["train"]["n"] == 64 and side["code_version"]
+    assert 0.05 < side["temperature"] < 20
+    assert len(result.history) == 2
+
+
+def test_resume_continues_and_matches_uninterrupted_run(subset, trained, tmp_path: Path) -> None:
+    source, train_recs, val_recs = subset
+    _result, _seen, full_out = trained
+    done = []
+
+    hooks = TrainHooks(on_epoch_end=done.append, should_stop=lambda: bool(done))
+    with pytest.raises(TrainingCancelled):
+        train(tiny_config(), source, train_recs, val_recs, tmp_path, hooks, progress=False)
+    assert [e.epoch for e in done] == [1]
+    assert json.loads((tmp_path / "last.json").read_text())["epoch"] == 1
+
+    again = []
+    result = train(tiny_config(), source, train_recs, val_recs, tmp_path,
+                   TrainHooks(on_epoch_end=again.append), progress=False)
+    assert result.resumed_from_epoch == 1
+    assert [e.epoch for e in again] == [2]
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    resumed = load_payload(tmp_path / "last.pt")["state_dict"]
+    straight = load_payload(full_out / "last.pt")["state_dict"]
+    for key, value in straight.items():
+        assert torch.allclose(value.float(), resumed[key].float(), atol=1e-5), key
+
+
+def test_resume_refuses_a_different_recipe(subset, trained, tmp_path: Path) -> None:
+    source, train_recs, val_recs = subset
+    _r, _s, out = trained
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "last.pt").write_bytes((out / "last.pt").read_bytes())
+    (target / "last.json").write_bytes((out / "last.json").read_bytes())
+    with pytest.raises(CheckpointError, match="different training configuration.*lr"):
+        train(tiny_config(lr=1e-2), source, train_recs, val_recs, target, progress=False)
+
+
+def test_cancel_mid_epoch_is_prompt(subset, tmp_path: Path) -> None:
+    source, train_recs, val_recs = subset
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(TrainingCancelled, match="during epoch 1"):
+        train(tiny_config(), source, train_recs, val_recs, tmp_path, TrainHooks(should_stop=stop, stop_check_every=1),
+              progress=False)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_tampered_or_corrupt_checkpoints_are_rejected(trained, tmp_path: Path) -> None:
+    _r, _s, out = trained
+    best = tmp_path / "best.pt"
+    best.write_bytes((out / "best.pt").read_bytes())
+    (tmp_path / "best.json").write_bytes((out / "best.json").read_bytes())
+    load_model(best)  # intact: fine
+
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    best.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        load_model(best)
+
+    # without the sidecar the hash check cannot run, but a damaged zip still fails to load cleanly
+    (tmp_path / "best.json").unlink()
+    best.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_model(best)
+
+    # the registry's expected hash wins over a replaced sidecar
+    best.write_bytes((out / "best.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="modified"):
+        load_model(best, expected_sha256="0" * 64)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_code_is_never_executed(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"format": "binwatch-checkpoint/1", "metadata": {}, "state_dict": {}, "x": Evil()}, buf)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_model(path)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not a binwatch checkpoint"):
+        load_model(plain)
+    assert pickle  # imported for clarity of intent
+
+
+def test_weights_that_do_not_fit_metadata_are_rejected(trained, tmp_path: Path) -> None:
+    _r, _s, out = trained
+    payload = load_payload(out / "best.pt")
+    meta = dict(payload["metadata"], architecture="resnet34")
+    save_checkpoint(tmp_path / "x.pt", payload["state_dict"], meta)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tmp_path / "x.pt")
+
+
+def test_predictor_counts_full_size_originals(trained, abid_root: Path) -> None:
+    _r, _s, out = trained
+    predictor = Predictor(out / "best.pt", device="cpu")
+    paths = sorted((abid_root / "originals").glob("*.jpg"))[:5]
+    from PIL import Image
+
+    inputs = [paths[0], paths[1].read_bytes(), Image.open(paths[2]), str(paths[3]), paths[4]]
+    preds = predictor.predict(inputs)
+    assert len(preds) == 5
+    for p in preds:
+        assert p.label in predictor.labels
+        assert abs(sum(p.probabilities.values()) - 1) < 1e-4
+        assert p.confidence == max(p.probabilities.values())
+        assert p.count == (6 if p.label == "6+" else int(p.label))
+    # batching does not change the answer
+    single = predictor.predict([paths[0]])[0]
+    assert single.label == preds[0].label and abs(single.confidence - preds[0].confidence) < 1e-4
+
+
+def test_evaluate_checkpoint_matches_training_metrics(trained, subset) -> None:
+    source, _train, val = subset
+    _r, _s, out = trained
+    result = evaluate_checkpoint(out / "best.pt", source, val, device="cpu", workers=0, progress=False)
+    side = json.loads((out / "best.json").read_text())
+    assert result.evaluation.n == side["metrics"]["n"]
+    assert result.evaluation.accuracy == pytest.approx(side["metrics"]["accuracy"])
+    assert result.evaluation.confusion == side["metrics"]["confusion"]
+
+
+def test_pretrained_weights_only_from_a_local_file(tmp_path: Path) -> None:
+    with pytest.raises(PretrainedWeightsError, match="never downloads"):
+        build_resnet("resnet18", 7, tmp_path / "missing.pth")
+    donor = build_resnet("resnet18", 1000)
+    weights = {k.replace("fc.1.", "fc."): v for k, v in donor.state_dict().items()}
+    torch.save(weights, tmp_path / "r18.pth")
+    net = build_resnet("resnet18", 7, tmp_path / "r18.pth")
+    assert torch.equal(net.conv1.weight, donor.conv1.weight)
+    with pytest.raises(PretrainedWeightsError, match="does not hold resnet34"):
+        build_resnet("resnet34", 7, tmp_path / "r18.pth")
