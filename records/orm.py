@@ -250,6 +250,12 @@ class TrainingJob(Base):
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="EpochMetric.epoch"
     )
 
+    def __init__(self, **kwargs: Any) -> None:
+        # The id exists from construction on, not only after a flush: the API hands it to Celery and to
+        # the client in the same request that creates the row.
+        kwargs.setdefault("id", new_job_id())
+        super().__init__(**kwargs)
+
 
 class EpochMetric(Base):
     """The losses and metrics of one finished training epoch."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,15 +25,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 BAR_WIDTH = 40
 
-# Options shared by both commands. Optional[...] rather than `X | None`: typer reads the annotations at
-# runtime and older typers reject the PEP 604 form.
+# Arguments and options shared by both commands.
 SourceArg = Annotated[
     str,
     typer.Argument(
@@ -43,43 +42,43 @@ SourceArg = Annotated[
     ),
 ]
 EndpointOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for an s3:// SOURCE."),
 ]
 UnsignedOpt = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--unsigned/--signed",
-        help="Read S3 anonymously, or sign requests with your AWS credentials. "
-        "Default: anonymous for the public bucket s3://aft-vbi-pds/ (without --endpoint-url), signed otherwise.",
+        help="Read S3 anonymously, or sign requests with your AWS credentials. Default: anonymous "
+        "for the public bucket s3://aft-vbi-pds/ (without --endpoint-url), signed otherwise.",
         show_default=False,
     ),
 ]
 MinCountOpt = Annotated[
-    Optional[int], typer.Option("--min-count", min=0, help="Only bins with at least this many objects.")
+    int | None, typer.Option("--min-count", min=0, help="Only bins with at least this many objects.")
 ]
 MaxCountOpt = Annotated[
-    Optional[int], typer.Option("--max-count", min=0, help="Only bins with at most this many objects.")
+    int | None, typer.Option("--max-count", min=0, help="Only bins with at most this many objects.")
 ]
 SplitOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--split", help="Only this split (train or val) of the dataset's manifest.csv."),
 ]
 IdsOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--ids", help="Only the bins listed in this file: one id per line, e.g. 00121 (ids are strings)."
     ),
 ]
 FileListOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--file-list",
         help='Only the bins in this Udacity file_list.json ({"1": ["metadata/00001.json", …], …}).',
     ),
 ]
 LimitOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--limit", min=1, help="At most this many bins, sampled keeping each count's share."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --limit's sampling (same seed, same bins).")]
@@ -110,26 +109,30 @@ def fetch_cmd(
 ) -> None:
     """Copy bins (photo + metadata json) from SOURCE into the local folder DEST, in the same ABID layout.
 
-    DEST gets bin-images/<id>.jpg and metadata/<id>.json for every chosen bin. Run the same command again
-    to resume: files already complete in DEST are skipped, and an interrupted run never leaves a
-    half-written file behind. A bin that cannot be fetched is listed with its error at the end, the
-    others still are, and the exit code is 1.
+    DEST gets `bin-images/ID.jpg` and `metadata/ID.json` for every chosen bin. Run the same command
+    again to resume: files already complete in DEST are skipped, and an interrupted run never leaves a
+    half-written file behind. A bin that cannot be fetched is listed with its error at the end (the
+    others are still fetched) and the exit code is 1.
 
-    Which bins: all of SOURCE by default, narrowed by --min-count/--max-count/--split/--ids/--file-list
-    (they combine), then --limit samples that many keeping each count's share. With --ids or --file-list
-    the bucket is not listed; without them every metadata json is read (or SOURCE's manifest.csv).
+    Which bins: all of SOURCE by default, narrowed by `--min-count`, `--max-count`, `--split`, `--ids`
+    and `--file-list` (they combine); then `--limit` samples that many, keeping each count's share.
+    With `--ids` or `--file-list` the bucket is never listed; without them the counts come from
+    SOURCE's `manifest.csv` or, if it has none, from reading every metadata json.
 
-    Examples:
+    **Examples**
 
-      # 500 bins holding 1 to 5 objects, as in Udacity's capstone, from the public bucket
-      binwatch data fetch s3://aft-vbi-pds/ data/abid --file-list file_list.json --limit 500
+    500 bins holding 1 to 5 objects (Udacity's capstone list), from the public bucket:
 
-      # exactly the bins listed in ids.txt
-      binwatch data fetch s3://aft-vbi-pds/ data/abid --ids ids.txt
+        binwatch data fetch s3://aft-vbi-pds/ data/abid --file-list file_list.json --limit 500
 
-      # a local copy's bins with at most 5 objects; an S3-compatible store with your credentials
-      binwatch data fetch ../shared/abid data/small --max-count 5
-      binwatch data fetch s3://my-bucket/abid/ data/abid --endpoint-url http://localhost:9000
+    Exactly the bins listed in ids.txt (one id per line):
+
+        binwatch data fetch s3://aft-vbi-pds/ data/abid --ids ids.txt
+
+    Bins with at most 5 objects from a local copy; a private S3-compatible store:
+
+        binwatch data fetch ../shared/abid data/small --max-count 5
+        binwatch data fetch s3://my-bucket/abid/ data/abid --endpoint-url http://localhost:9000
     """
     with _clean_errors():
         if str(dest).startswith("s3://") or "://" in str(dest):
@@ -170,19 +173,19 @@ def summary_cmd(
     workers: WorkersOpt = 16,
     progress: ProgressOpt = True,
 ) -> None:
-    """Show how many bins SOURCE holds for each object count (the class balance a model trains on).
+    """Show how many bins SOURCE holds for each object count: the class balance a model trains on.
 
-    Prints one row per count (bins, share, a bar), the total, how many bins hold more than 5 objects,
-    and the train/val split sizes when SOURCE has a manifest.csv. Counts come from manifest.csv when
-    SOURCE has one, otherwise from every metadata json (slow for a whole S3 bucket: narrow it with
-    --ids or --file-list). The subset options are those of `binwatch data fetch`.
+    One row per count (bins, share, a bar), the total, how many bins hold more than 5 objects, and the
+    train/val sizes when SOURCE has a `manifest.csv`. Counts come from that manifest when there is one,
+    otherwise from every metadata json, which is slow for a whole S3 bucket: narrow it with `--ids` or
+    `--file-list`. The subset options are those of `binwatch data fetch`.
 
-    Examples:
+    **Examples**
 
-      binwatch data summary ../shared/abid
-      binwatch data summary ../shared/abid --split val --max-count 5
-      binwatch data summary data/abid
-      binwatch data summary s3://aft-vbi-pds/ --ids ids.txt
+        binwatch data summary ../shared/abid
+        binwatch data summary ../shared/abid --split val --max-count 5
+        binwatch data summary data/abid
+        binwatch data summary s3://aft-vbi-pds/ --ids ids.txt
     """
     with _clean_errors():
         src = _open(source, endpoint_url, unsigned)

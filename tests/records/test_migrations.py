@@ -115,6 +115,7 @@ def test_alembic_command_line_uses_binwatch_settings(tmp_path: Path) -> None:
     assert schema_diff(url) == []
 
 
+@pytest.mark.slow
 def test_alembic_command_line_prefers_binwatch_database_url(tmp_path: Path, pg_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
     env["BINWATCH_HOME"] = str(tmp_path / "unused-home")

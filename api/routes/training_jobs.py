@@ -1,0 +1,5 @@
+"""Training-job routes (written by the worker/jobs engineer)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["training jobs"])
