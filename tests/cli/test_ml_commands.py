@@ -1,0 +1,73 @@
+"""`binwatch train`, `evaluate` and `predict` as a user runs them: the installed command, real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BINWATCH = str(Path(sys.executable).with_name("binwatch"))
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="2", COLUMNS="200")
+    return subprocess.run([BINWATCH, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run("train", str(abid_root), "--recipe", "smoke", "--limit", "120", "--epochs", "1", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "epoch 1/1" in res.stdout and "0-5" in res.stdout
+    assert (out / "best.pt").is_file() and (out / "training_curves.png").is_file()
+
+    eval_dir = tmp_path / "eval"
+    res = run("evaluate", str(out / "best.pt"), str(abid_root), "--split", "val", "--limit", "40",
+              "--out", str(eval_dir), "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["n"] == 40 and set(metrics["subsets"]) == {"0-5", "1-5"}
+    assert (eval_dir / "confusion_matrix.png").is_file()
+
+    originals = sorted((abid_root / "originals").glob("*.jpg"))[:3]
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("hello")
+    res = run("predict", "-c", str(out / "best.pt"), "--json", *map(str, originals), str(bad))
+    assert res.returncode == 1  # one input failed, and says which
+    assert "not-an-image.jpg" in res.stderr and "not a recognised image" in res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in lines] == [p.name for p in originals]
+    for r in lines:
+        assert r["label"] in {"0", "1", "2", "3", "4", "5", "6+"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+
+
+def test_clear_errors_without_tracebacks(tmp_path: Path, abid_root: Path) -> None:
+    res = run("predict", "-c", str(tmp_path / "none.pt"), str(next((abid_root / "originals").glob("*.jpg"))))
+    assert res.returncode == 2 and "does not exist" in res.stderr and "binwatch train" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    res = run("train", str(tmp_path / "nowhere"), "--recipe", "smoke")
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+    res = run("train", str(abid_root), "--recipe", "nonsense")
+    assert res.returncode == 2 and "unknown recipe" in res.stderr
+
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not a checkpoint at all")
+    res = run("evaluate", str(fake), str(abid_root), "--limit", "5")
+    assert res.returncode == 2 and "cannot be read safely" in res.stderr
+
+
+def test_help_is_there_for_a_newcomer() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for cmd in ("train", "evaluate", "predict", "data"):
+        assert cmd in res.stdout
+    res = run("train", "--help")
+    assert "--recipe" in res.stdout and "Example" in res.stdout
