@@ -3,11 +3,18 @@
 The URL comes from the config's ``sqlalchemy.url`` when code set it (records.migrate does), otherwise from
 binwatch's settings (BINWATCH_DATABASE_URL, else the embedded SQLite file), so the shell and the service
 always agree on which database they mean.
+
+This folder must never become a Python package (no ``__init__.py``): run from the repository root, it
+would then shadow the ``alembic`` library itself.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging.config import fileConfig
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -15,6 +22,9 @@ from sqlalchemy.engine import Connection
 from alembic import context
 from records.db import make_engine, normalize_url
 from records.orm import Base
+
+# Any constant works; it only has to be the same in every process that migrates this database.
+POSTGRES_MIGRATION_LOCK = 0x62696E77  # "binw"
 
 config = context.config
 target_metadata = Base.metadata
@@ -64,6 +74,33 @@ def _check_sqlite_foreign_keys(connection: Connection) -> None:
         raise RuntimeError(f"migration left rows violating foreign keys: {problems[:10]}")
 
 
+@contextmanager
+def migration_lock(connection: Connection) -> Iterator[None]:
+    """Serialise concurrent migrations of one database (the API and the worker both migrate at startup).
+
+    The second process waits, then finds the schema at head and does nothing, instead of failing
+    halfway on "table already exists".
+    """
+    if connection.dialect.name == "postgresql":
+        # Transaction-scoped: released by the commit that also makes the new schema visible.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_MIGRATION_LOCK})")
+        yield
+        return
+    database = connection.engine.url.database
+    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    # SQLite runs DDL outside transactions, so its own locking cannot cover a whole migration. A lock
+    # file beside the database, not the database itself, because SQLite's own fcntl locks on that file
+    # would interact with ours on some filesystems.
+    with Path(f"{database}.migrate-lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_migrations_online() -> None:
     engine = make_engine(database_url(), poolclass=sa.pool.NullPool)
     try:
@@ -76,7 +113,7 @@ def run_migrations_online() -> None:
                 connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 connection.commit()
             configure(connection=connection)
-            with context.begin_transaction():
+            with context.begin_transaction(), migration_lock(connection):
                 context.run_migrations()
             if is_sqlite:
                 _check_sqlite_foreign_keys(connection)

@@ -7,6 +7,7 @@ the local root folder.
 
 from __future__ import annotations
 
+import builtins
 import mimetypes
 import os
 import shutil
@@ -78,7 +79,10 @@ def validate_prefix(prefix: str) -> str:
 
 @runtime_checkable
 class ArtifactStore(Protocol):
-    """Byte blobs under relative keys. Every method raises ``InvalidArtifactKey`` for a bad key."""
+    """Byte blobs under relative keys. Every method raises ``InvalidArtifactKey`` for a bad key.
+
+    (``builtins.list`` in annotations: inside these classes, ``list`` names the method.)
+    """
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Store ``data`` under ``key``, replacing what was there; readers never see a partial write."""
@@ -99,7 +103,7 @@ class ArtifactStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the artifact; deleting a missing key is not an error (cleanup may be retried)."""
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         """Sorted keys starting with ``prefix`` (a plain string prefix, as on S3)."""
         ...
 
@@ -190,7 +194,7 @@ class LocalArtifactStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         validate_prefix(prefix)
         # Walk only the deepest folder the prefix names, not the whole store.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -296,7 +300,7 @@ class S3ArtifactStore:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> builtins.list[str]:
         validate_prefix(prefix)
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0

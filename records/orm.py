@@ -4,8 +4,8 @@ Conventions worth knowing before writing queries:
 
 - Timestamps are timezone-aware UTC ``datetime`` objects on both dialects (see ``UTCDateTime``); use
   ``utcnow()``, never ``datetime.utcnow()`` (naive values are rejected).
-- JSON columns are plain ``sa.JSON``: in-place mutation (``job.params["lr"] = 1``) is not tracked,
-  so assign a new value instead (``job.params = {**job.params, "lr": 1}``).
+- JSON columns are ``sa.JSON`` (json on Postgres, text on SQLite). In-place mutation
+  (``job.params["lr"] = 1``) is not tracked: assign a new value (``job.params = {**job.params, "lr": 1}``).
 - Bin ids are strings and compared as strings: ``"00121"`` and ``"121"`` are different bins.
 - The enumerated string columns have CHECK constraints; the allowed values are the tuples below.
 """

@@ -13,7 +13,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from records.db import make_engine
-from records.migrate import current_revision, downgrade_database, head_revision, upgrade_database
+from records.migrate import (
+    alembic_config,
+    current_revision,
+    downgrade_database,
+    head_revision,
+    upgrade_database,
+)
 from records.orm import Base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,3 +134,32 @@ def test_alembic_command_line_prefers_binwatch_database_url(tmp_path: Path, pg_u
 
     assert current_revision(pg_url) == head_revision()
     assert not (tmp_path / "unused-home").exists()
+
+
+@pytest.mark.slow
+def test_concurrent_upgrades_wait_for_each_other(db_url: str) -> None:
+    # The API and the worker may both migrate when they start; separate processes, because Alembic's
+    # `context` and `op` are process-wide proxies.
+    script = "import sys; from records.migrate import upgrade_database; upgrade_database(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, db_url], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    failures = []
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failures.append(stderr)
+    assert failures == []
+    assert current_revision(db_url) == head_revision()
+    assert schema_diff(db_url) == []
+
+
+def test_config_keeps_percent_escapes_in_urls() -> None:
+    url = "postgresql+psycopg://binwatch:p%40ss%25word@db.internal:5432/binwatch"
+    assert alembic_config(url).get_main_option("sqlalchemy.url") == url
+    # A bare postgresql:// URL gets the psycopg 3 driver, as make_engine would use.
+    assert (
+        alembic_config("postgresql://u@h/db").get_main_option("sqlalchemy.url")
+        == "postgresql+psycopg://u@h/db"
+    )

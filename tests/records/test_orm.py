@@ -83,7 +83,9 @@ def test_full_roundtrip(factory: sessionmaker[Session]) -> None:
         job.model_version = version
         job.epoch_metrics = [epoch_metric(job.id, 0), epoch_metric(job.id, 1)]
         version.promotions.append(Promotion(actor="job", reason="if_better: accuracy 0.55 > none"))
-        padded = Bin(id="00121", expected_count=2, source="abid-metadata", items=[{"asin": "B00X", "quantity": 2}])
+        padded = Bin(
+            id="00121", expected_count=2, source="abid-metadata", items=[{"asin": "B00X", "quantity": 2}]
+        )
         plain = Bin(id="121", expected_count=5, source="api")
         padded.checks.append(
             BinCheck(
