@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -247,8 +247,14 @@ def _fetch_one(
 def _download(source: Source, task: _Task, target: Path, is_meta: bool) -> tuple[int, int | None]:
     """Stream the object into a temp file next to ``target`` and rename it into place once complete."""
     stream = source.open_object(task.folder, task.name)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{task.name}.", suffix=PART_SUFFIX)
-    tmp = Path(tmp_name)
+    tmp = target.parent / f".{task.name}.{secrets.token_hex(6)}{PART_SUFFIX}"
+    try:
+        # Not tempfile.mkstemp: its 0600 mode would survive the rename, and fetched data should get the
+        # usual umask-based permissions like any other file the user writes.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except BaseException:
+        stream.body.close()
+        raise
     try:
         written = 0
         head = bytearray()  # metadata jsons are a few KB: kept to read the count before committing
@@ -262,8 +268,8 @@ def _download(source: Source, task: _Task, target: Path, is_meta: bool) -> tuple
             raise DatasetError(f"short read: got {written} of {stream.size} bytes")
         # Invalid metadata is not put in place: downstream training would fail on it much later.
         count = _count(bytes(head), task) if is_meta else None
-        # No fsync: a crash that loses the data leaves a wrong-sized file, which the next run's size
-        # check replaces; fsync per small file would slow large fetches for nothing.
+        # No fsync: a killed process loses nothing already written, and after a power cut the usual
+        # leftover is a short or empty file, which the next run's size check replaces anyway.
         os.replace(tmp, target)
         return written, count
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -25,19 +26,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode="rich",
 )
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 BAR_WIDTH = 40
 
+
+def _command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``app.command`` with the docstring's prose paragraphs joined into single lines.
+
+    Typer's rich help keeps every line break of the docstring, so prose wrapped for the source would be
+    wrapped a second time by the terminal; indented blocks (the examples) keep their lines.
+    """
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+        text = "\n\n".join(
+            p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs
+        )
+        return app.command(name, help=text)(fn)
+
+    return register
+
+
 # Arguments and options shared by both commands.
 SourceArg = Annotated[
     str,
     typer.Argument(
         metavar="SOURCE",
-        help="ABID-layout store: a local folder, or s3://bucket/prefix (the public ABID bucket is s3://aft-vbi-pds/).",
+        help="ABID-layout store: a local folder, or s3://bucket/prefix "
+        "(the public ABID bucket is s3://aft-vbi-pds/).",
         show_default=False,
     ),
 ]
@@ -86,11 +106,11 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Parallel down
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")]
 
 
-@app.command("fetch")
+@_command("fetch")
 def fetch_cmd(
     source: SourceArg,
     dest: Annotated[
-        Path,
+        str,
         typer.Argument(
             metavar="DEST", help="Local folder to copy into (created if missing).", show_default=False
         ),
@@ -109,47 +129,49 @@ def fetch_cmd(
 ) -> None:
     """Copy bins (photo + metadata json) from SOURCE into the local folder DEST, in the same ABID layout.
 
-    DEST gets `bin-images/ID.jpg` and `metadata/ID.json` for every chosen bin. Run the same command
-    again to resume: files already complete in DEST are skipped, and an interrupted run never leaves a
-    half-written file behind. A bin that cannot be fetched is listed with its error at the end (the
-    others are still fetched) and the exit code is 1.
+    DEST gets bin-images/ID.jpg and metadata/ID.json for every chosen bin. Run the same command again to
+    resume: files already complete in DEST are skipped, and an interrupted run never leaves a half-written
+    file behind. A bin that cannot be fetched is listed with its error at the end (the others are still
+    fetched) and the exit code is 1.
 
-    Which bins: all of SOURCE by default, narrowed by `--min-count`, `--max-count`, `--split`, `--ids`
-    and `--file-list` (they combine); then `--limit` samples that many, keeping each count's share.
-    With `--ids` or `--file-list` the bucket is never listed; without them the counts come from
-    SOURCE's `manifest.csv` or, if it has none, from reading every metadata json.
+    Which bins: all of SOURCE by default, narrowed by --min-count, --max-count, --split, --ids and
+    --file-list (they combine); then --limit samples that many, keeping each count's share. With --ids or
+    --file-list the bucket is never listed; without them the counts come from SOURCE's manifest.csv or,
+    if it has none, from reading every metadata json.
 
-    **Examples**
+    Examples:
 
-    500 bins holding 1 to 5 objects (Udacity's capstone list), from the public bucket:
+      # 500 bins holding 1 to 5 objects (Udacity's list), from the public bucket
+      binwatch data fetch s3://aft-vbi-pds/ data/abid --file-list file_list.json --limit 500
 
-        binwatch data fetch s3://aft-vbi-pds/ data/abid --file-list file_list.json --limit 500
+      # exactly the bins in ids.txt (one id per line)
+      binwatch data fetch s3://aft-vbi-pds/ data/abid --ids ids.txt
 
-    Exactly the bins listed in ids.txt (one id per line):
+      # bins with at most 5 objects from a local copy
+      binwatch data fetch ../shared/abid data/small --max-count 5
 
-        binwatch data fetch s3://aft-vbi-pds/ data/abid --ids ids.txt
-
-    Bins with at most 5 objects from a local copy; a private S3-compatible store:
-
-        binwatch data fetch ../shared/abid data/small --max-count 5
-        binwatch data fetch s3://my-bucket/abid/ data/abid --endpoint-url http://localhost:9000
+      # a private S3-compatible store, with your AWS credentials
+      binwatch data fetch s3://my-bucket/abid/ data/abid --endpoint-url http://localhost:9000
     """
     with _clean_errors():
-        if str(dest).startswith("s3://") or "://" in str(dest):
+        # A str until here: Path() would quietly turn s3://b/x into the local folder s3:/b/x.
+        if "://" in dest:
             raise DatasetError(f"DEST must be a local folder, got {dest}")
         src = _open(source, endpoint_url, unsigned)
         spec = SubsetSpec(min_count=min_count, max_count=max_count, split=split, limit=limit, seed=seed)
         chosen = _choose_ids(src, spec, ids, file_list, workers, progress)
         if not chosen:
             raise DatasetError(f"no bins in {src.uri} match the subset options")
-        err.print(f"fetching {len(chosen):,} bins from {escape(src.uri)} into {escape(str(dest))}")
-        report = fetch_bins(src, dest, chosen, workers=workers, progress=progress)
+        err.print(f"fetching {len(chosen):,} bins from {escape(src.uri)} into {escape(dest)}", soft_wrap=True)
+        report = fetch_bins(src, Path(dest), chosen, workers=workers, progress=progress)
 
+    # Paths on their own line: as a table title they would be wrapped to the table's width.
+    console.print(Text(f"fetch {report.source} -> {report.dest}", style="bold"), soft_wrap=True)
     console.print(_fetch_table(report))
     if report.histogram:
-        console.print(_histogram_table(report.histogram, f"bins in {report.dest} by object count"))
+        console.print(_histogram_table(report.histogram, "complete bins by object count"))
     for failure in report.failures:
-        err.print(Text(f"FAILED {failure.path}: {failure.error}", style="red"))
+        err.print(Text(f"FAILED {failure.path}: {failure.error}", style="red"), soft_wrap=True)
     if report.failures:
         err.print(
             f"[red]{report.failed} of {report.requested_bins * 2} files failed[/]; "
@@ -158,7 +180,7 @@ def fetch_cmd(
         raise typer.Exit(1)
 
 
-@app.command("summary")
+@_command("summary")
 def summary_cmd(
     source: SourceArg,
     endpoint_url: EndpointOpt = None,
@@ -176,16 +198,16 @@ def summary_cmd(
     """Show how many bins SOURCE holds for each object count: the class balance a model trains on.
 
     One row per count (bins, share, a bar), the total, how many bins hold more than 5 objects, and the
-    train/val sizes when SOURCE has a `manifest.csv`. Counts come from that manifest when there is one,
-    otherwise from every metadata json, which is slow for a whole S3 bucket: narrow it with `--ids` or
-    `--file-list`. The subset options are those of `binwatch data fetch`.
+    train/val sizes when SOURCE has a manifest.csv. Counts come from that manifest when there is one,
+    otherwise from every metadata json, which is slow for a whole S3 bucket: narrow it with --ids or
+    --file-list. The subset options are those of `binwatch data fetch`.
 
-    **Examples**
+    Examples:
 
-        binwatch data summary ../shared/abid
-        binwatch data summary ../shared/abid --split val --max-count 5
-        binwatch data summary data/abid
-        binwatch data summary s3://aft-vbi-pds/ --ids ids.txt
+      binwatch data summary ../shared/abid
+      binwatch data summary ../shared/abid --split val --max-count 5
+      binwatch data summary data/abid
+      binwatch data summary s3://aft-vbi-pds/ --ids ids.txt
     """
     with _clean_errors():
         src = _open(source, endpoint_url, unsigned)
@@ -201,7 +223,8 @@ def summary_cmd(
             raise DatasetError(f"no bins in {src.uri} match the subset options")
 
     total = len(chosen)
-    console.print(_histogram_table(histogram(chosen), f"{src.uri}: bins by object count"))
+    console.print(Text(f"summary of {src.uri}", style="bold"), soft_wrap=True)
+    console.print(_histogram_table(histogram(chosen), "bins by object count"))
     over5 = sum(1 for r in chosen if r.count > 5)
     console.print(f"total: {total:,} bins")
     console.print(f"more than 5 objects: {over5:,} bins ({over5 / total:.1%})")
@@ -218,7 +241,7 @@ def _clean_errors() -> Iterator[None]:
     try:
         yield
     except (DatasetError, ValueError, OSError) as exc:
-        err.print(Text(f"error: {exc}", style="red"))
+        err.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -276,13 +299,15 @@ def _records_for_ids(source: Source, ids: list[str], workers: int, progress: boo
         available = set(source.list_ids())
     present = ids if available is None else [i for i in ids if i in available]
     if len(present) < len(ids):
-        missing = [i for i in ids if i not in set(present)]
+        kept = set(present)
+        missing = [i for i in ids if i not in kept]
         err.print(
             Text(
                 f"warning: {len(missing):,} listed ids are not in {source.uri} "
                 f"(e.g. {', '.join(missing[:5])}); leaving them out",
                 style="yellow",
-            )
+            ),
+            soft_wrap=True,
         )
     if not present:
         return []
@@ -298,7 +323,7 @@ def _reading_bar(progress: bool) -> Iterator[Callable[[int], None]]:
 
 
 def _fetch_table(report: FetchReport) -> Table:
-    table = Table(title=f"fetch {report.source} -> {report.dest}", title_justify="left")
+    table = Table()
     table.add_column("")
     table.add_column("files", justify="right")
     table.add_column("bytes", justify="right")
