@@ -42,7 +42,7 @@ class Augmentation:
             x = x * factor()
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * factor() + mean
-            grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
             x = (x - grey) * factor() + grey
             x = x.clamp_(0, 1)
         if self.max_shift > 0:

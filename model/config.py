@@ -16,14 +16,18 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     architecture: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
-    pretrained: str | None = Field(default=None, description="Local .pth with ImageNet weights; never downloaded.")
+    pretrained: str | None = Field(
+        default=None, description="Local .pth with ImageNet weights; never downloaded."
+    )
     image_size: int = Field(default=224, ge=32, le=1024)
     resize: Literal["squash", "pad"] = "squash"
 
     classes: Literal["overflow", "udacity"] = Field(
         default="overflow", description="overflow: 0..K-1 plus 'K+'; udacity: 1..5 only."
     )
-    k: int = Field(default=6, ge=2, le=100, description="First count of the overflow class (6 gives 0..5, 6+).")
+    k: int = Field(
+        default=6, ge=2, le=100, description="First count of the overflow class (6 gives 0..5, 6+)."
+    )
     out_of_range: Literal["overflow", "drop"] = Field(
         default="overflow", description="Bins above K-1: map to the overflow class, or drop them."
     )

@@ -45,7 +45,9 @@ class BinImages(Dataset):
 class CachedImages(Dataset):
     """Every image of a BinImages decoded once, in parallel, and held as one uint8 tensor."""
 
-    def __init__(self, base: BinImages, workers: int = 2, progress: bool = True, desc: str = "decode") -> None:
+    def __init__(
+        self, base: BinImages, workers: int = 2, progress: bool = True, desc: str = "decode"
+    ) -> None:
         n, s = len(base), base.pre.image_size
         self.images = torch.empty((n, 3, s, s), dtype=torch.uint8)
         self.targets = torch.empty(n, dtype=torch.long)

@@ -39,8 +39,14 @@ def evaluate_checkpoint(
     if len(ds) == 0:
         raise ValueError("none of the selected bins has a count this model's classes can represent")
     logits, _targets, counts = predict_logits(
-        loaded.net.to(dev), ds, loaded.preprocessing, dev, batch_size=batch_size, tta=tta,
-        progress=progress, workers=workers,
+        loaded.net.to(dev),
+        ds,
+        loaded.preprocessing,
+        dev,
+        batch_size=batch_size,
+        tta=tta,
+        progress=progress,
+        workers=workers,
     )
     probs = softmax(logits, float(loaded.metadata.get("temperature") or 1.0))
     return CheckpointEvaluation(

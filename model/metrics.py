@@ -83,9 +83,7 @@ def _subset(true_counts: np.ndarray, pred_counts: np.ndarray, lo: int, hi: int) 
     )
 
 
-def evaluate_predictions(
-    probs: np.ndarray, true_counts: Sequence[int], classes: CountClasses
-) -> Evaluation:
+def evaluate_predictions(probs: np.ndarray, true_counts: Sequence[int], classes: CountClasses) -> Evaluation:
     """Metrics from class probabilities (N x C) and the bins' true counts.
 
     Bins whose true count the classes cannot represent are left out (e.g. a 0-count bin for 1-5 classes).
@@ -93,7 +91,9 @@ def evaluate_predictions(
     counts = np.asarray(true_counts, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != len(counts) or probs.shape[1] != classes.num_classes:
-        raise ValueError(f"probs must be N x {classes.num_classes}, got {probs.shape} for {len(counts)} counts")
+        raise ValueError(
+            f"probs must be N x {classes.num_classes}, got {probs.shape} for {len(counts)} counts"
+        )
     target_idx = np.array([-1 if (c := classes.class_of(int(n))) is None else c for n in counts])
     keep = target_idx >= 0
     probs, counts, target_idx = probs[keep], counts[keep], target_idx[keep]

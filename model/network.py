@@ -36,7 +36,8 @@ def build_resnet(arch: str, num_classes: int, pretrained: str | Path | None = No
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
             raise PretrainedWeightsError(
-                f"{path} does not hold {arch} weights (missing {len(missing)} keys, {len(unexpected)} unexpected)"
+                f"{path} does not hold {arch} weights "
+                f"(missing {len(missing)} keys, {len(unexpected)} unexpected)"
             )
     in_features = net.fc.in_features  # type: ignore[union-attr]
     net.fc = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(in_features, num_classes))  # type: ignore[assignment]

@@ -24,12 +24,22 @@ def plot_confusion(evaluation: Evaluation, path: str | Path, title: str | None =
     for i in range(len(labels)):
         for j in range(len(labels)):
             colour = "white" if share[i, j] > 0.55 else "black"
-            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7, color=colour)
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted count")
     ax.set_ylabel("true count")
-    ax.set_title(title or f"accuracy {evaluation.accuracy:.1%}, RMSE {evaluation.rmse:.2f} (n={evaluation.n})")
+    ax.set_title(
+        title or f"accuracy {evaluation.accuracy:.1%}, RMSE {evaluation.rmse:.2f} (n={evaluation.n})"
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     fig.tight_layout()
     path = Path(path)
@@ -48,7 +58,11 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     ax1.set_ylabel("cross-entropy")
     ax1.legend()
     ax1.grid(alpha=0.3)
-    for key, label in (("accuracy", "val accuracy"), ("accuracy_0-5", "val 0-5 accuracy"), ("accuracy_1-5", "val 1-5 accuracy")):
+    for key, label in (
+        ("accuracy", "val accuracy"),
+        ("accuracy_0-5", "val 0-5 accuracy"),
+        ("accuracy_1-5", "val 1-5 accuracy"),
+    ):
         if history and key in history[0]:
             ax2.plot(epochs, [h[key] for h in history], marker="o", label=label)
     ax2.set_xlabel("epoch")

@@ -39,8 +39,13 @@ class Predictor:
     Thread-safe: one forward pass at a time, since torch already uses every core for one batch.
     """
 
-    def __init__(self, path: str | Path, device: str = "auto", expected_sha256: str | None = None,
-                 max_pixels: int = 50_000_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        expected_sha256: str | None = None,
+        max_pixels: int = 50_000_000,
+    ) -> None:
         loaded = load_model(path, expected_sha256)
         self.device = resolve_device(device)
         self.net = loaded.net.to(self.device)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[bytes, bytearray, str, Path, Image.Image]
+ImageInput = bytes | bytearray | str | Path | Image.Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,7 +36,12 @@ class Preprocessing:
     max_pixels: int = field(default=50_000_000, compare=False)
 
     def to_dict(self) -> dict[str, object]:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std), "resize": self.resize}
+        return {
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Preprocessing:

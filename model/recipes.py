@@ -12,19 +12,39 @@ from model.config import TrainConfig
 RECIPES: dict[str, dict[str, Any]] = {
     # Smoke test: seconds on a laptop CPU. Proves the path works, not the accuracy.
     "smoke": {
-        "architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
-        "lr": 2e-3, "calibrate": False, "color_jitter": 0.0,
+        "architecture": "resnet18",
+        "image_size": 64,
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "calibrate": False,
+        "color_jitter": 0.0,
     },
     # A quick CPU run for the demo and the README figures: ResNet18 at 112px on the train split.
     "cpu-quick": {
-        "architecture": "resnet18", "image_size": 112, "epochs": 6, "batch_size": 64,
-        "lr": 3e-3, "weight_decay": 0.05, "schedule": "onecycle", "label_smoothing": 0.1,
+        "architecture": "resnet18",
+        "image_size": 112,
+        "epochs": 6,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "weight_decay": 0.05,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
     },
     # Full ABID on a GPU host: ResNet34 at 224px, the ABID challenge's setting with a longer schedule.
     "gpu-full": {
-        "architecture": "resnet34", "image_size": 224, "epochs": 40, "batch_size": 256,
-        "lr": 4e-3, "weight_decay": 0.05, "schedule": "onecycle", "label_smoothing": 0.1,
-        "ema_decay": 0.999, "num_workers": 8, "cache_images": False, "amp": True,
+        "architecture": "resnet34",
+        "image_size": 224,
+        "epochs": 40,
+        "batch_size": 256,
+        "lr": 4e-3,
+        "weight_decay": 0.05,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "ema_decay": 0.999,
+        "num_workers": 8,
+        "cache_images": False,
+        "amp": True,
     },
 }
 

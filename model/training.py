@@ -109,7 +109,9 @@ def _loader(ds: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int
     )
 
 
-def _to_input(images: torch.Tensor, pre: Preprocessing, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to_input(
+    images: torch.Tensor, pre: Preprocessing, device: torch.device, channels_last: bool
+) -> torch.Tensor:
     x = images.to(device, non_blocking=True).float().div_(255.0)
     return x
 
@@ -191,7 +193,9 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return t if math.isfinite(t) and 0.05 < t < 20 else 1.0
 
 
-def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
         pct = min(0.5, max(0.01, cfg.warmup_epochs * steps_per_epoch / total))
@@ -212,7 +216,7 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 def _optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on norms and biases: decaying them only hurts.
     decay, no_decay = [], []
-    for name, p in net.named_parameters():
+    for p in net.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
@@ -344,7 +348,9 @@ def train(
             drop_last=len(train_ds) > cfg.batch_size,
         )
         running, seen = 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
+        )
         for step, (images, targets, _counts) in enumerate(loader):
             if step >= steps_per_epoch:
                 break
@@ -377,7 +383,13 @@ def train(
             for b_ema, b in zip(ema.module.buffers(), net.buffers(), strict=True):
                 b_ema.copy_(b)
         logits, targets_np, counts_np = predict_logits(
-            eval_net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp, workers=cfg.num_workers
+            eval_net,
+            val_ds,
+            pre,
+            device,
+            channels_last=cfg.channels_last,
+            amp=cfg.amp,
+            workers=cfg.num_workers,
         )
         val_loss = float(nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(targets_np)))
         evaluation = evaluate_predictions(softmax(logits), counts_np, classes)
@@ -458,14 +470,16 @@ def finalise(
     started: float,
     progress: bool,
 ) -> TrainResult:
-    """Reload the best weights, calibrate, evaluate on val and write the final checkpoint metadata and plots."""
+    """Reload the best weights, calibrate, evaluate on val, write the final checkpoint metadata and plots."""
     from model.checkpoint import load_model
     from model.plots import plot_confusion, plot_history
 
     loaded = load_model(best_path)
     net = loaded.net.to(device)
     pre = loaded.preprocessing
-    logits, targets, counts = predict_logits(net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp)
+    logits, targets, counts = predict_logits(
+        net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp
+    )
     temperature = fit_temperature(logits, targets) if cfg.calibrate else 1.0
     evaluation = evaluate_predictions(softmax(logits, temperature), counts, loaded.classes)
     meta = dict(loaded.metadata, temperature=temperature, metrics=evaluation.to_dict(), history=history)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
+from binwatch.cli.helptext import command
 from model.abid import BinRecord, DatasetError, LocalSource, Source, load_records, open_source
 from model.fetch import FetchReport, human_bytes
 from model.fetch import fetch as fetch_bins
@@ -32,23 +32,6 @@ console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 BAR_WIDTH = 40
-
-
-def _command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """``app.command`` with the docstring's prose paragraphs joined into single lines.
-
-    Typer's rich help keeps every line break of the docstring, so prose wrapped for the source would be
-    wrapped a second time by the terminal; indented blocks (the examples) keep their lines.
-    """
-
-    def register(fn: Callable[..., None]) -> Callable[..., None]:
-        paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
-        text = "\n\n".join(
-            p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs
-        )
-        return app.command(name, help=text)(fn)
-
-    return register
 
 
 # Arguments and options shared by both commands.
@@ -106,7 +89,7 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Parallel down
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")]
 
 
-@_command("fetch")
+@command(app, "fetch")
 def fetch_cmd(
     source: SourceArg,
     dest: Annotated[
@@ -180,7 +163,7 @@ def fetch_cmd(
         raise typer.Exit(1)
 
 
-@_command("summary")
+@command(app, "summary")
 def summary_cmd(
     source: SourceArg,
     endpoint_url: EndpointOpt = None,

@@ -8,12 +8,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from binwatch.cli.helptext import command
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
 from model.subsets import SubsetSpec, select, stratified_split
 
@@ -24,18 +26,18 @@ DEFAULT_RUNS = Path("runs")
 LATEST = DEFAULT_RUNS / "latest" / "best.pt"
 
 Endpoint = Annotated[
-    Optional[str], typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for s3:// data.")
+    str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for s3:// data.")
 ]
-MinCount = Annotated[Optional[int], typer.Option(help="Only bins with at least this many objects.")]
-MaxCount = Annotated[Optional[int], typer.Option(help="Only bins with at most this many objects.")]
-Ids = Annotated[Optional[Path], typer.Option("--ids", help="File with one bin id per line.")]
-FileList = Annotated[Optional[Path], typer.Option("--file-list", help="Udacity-style file_list.json.")]
-Limit = Annotated[Optional[int], typer.Option(help="At most this many bins (stratified by count).")]
+MinCount = Annotated[int | None, typer.Option(help="Only bins with at least this many objects.")]
+MaxCount = Annotated[int | None, typer.Option(help="Only bins with at most this many objects.")]
+Ids = Annotated[Path | None, typer.Option("--ids", help="File with one bin id per line.")]
+FileList = Annotated[Path | None, typer.Option("--file-list", help="Udacity-style file_list.json.")]
+Limit = Annotated[int | None, typer.Option(help="At most this many bins (stratified by count).")]
 Seed = Annotated[int, typer.Option(help="Seed for sampling, splitting and training.")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -50,7 +52,9 @@ def read_dataset(data: str, endpoint_url: str | None, spec: SubsetSpec) -> tuple
     return source, records
 
 
-def split_records(records: list[BinRecord], val_fraction: float, seed: int) -> tuple[list[BinRecord], list[BinRecord]]:
+def split_records(
+    records: list[BinRecord], val_fraction: float, seed: int
+) -> tuple[list[BinRecord], list[BinRecord]]:
     """The manifest's train/val split when the dataset has one (comparable figures), else a stratified one."""
     if any(r.split for r in records):
         train = [r for r in records if r.split == "train"]
@@ -69,11 +73,16 @@ def metrics_table(evaluation: dict, title: str) -> Table:
     table.add_column("RMSE", justify="right")
     table.add_column("within ±1", justify="right")
     table.add_row(
-        "model classes", str(evaluation["n"]), f"{evaluation['accuracy']:.1%}", f"{evaluation['rmse']:.3f}",
+        "model classes",
+        str(evaluation["n"]),
+        f"{evaluation['accuracy']:.1%}",
+        f"{evaluation['rmse']:.3f}",
         f"{evaluation['within_one']:.1%}",
     )
     for name, sub in evaluation["subsets"].items():
-        table.add_row(name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}")
+        table.add_row(
+            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}"
+        )
     return table
 
 
@@ -81,32 +90,38 @@ def per_class_table(evaluation: dict) -> Table:
     table = Table(title="per-class accuracy (model classes)")
     for label in evaluation["labels"]:
         table.add_column(label, justify="right")
-    table.add_row(*[
-        f"{evaluation['per_class_accuracy'][lbl]:.0%}" if lbl in evaluation["per_class_accuracy"] else "-"
-        for lbl in evaluation["labels"]
-    ])
+    table.add_row(
+        *[
+            f"{evaluation['per_class_accuracy'][lbl]:.0%}" if lbl in evaluation["per_class_accuracy"] else "-"
+            for lbl in evaluation["labels"]
+        ]
+    )
     return table
 
 
 def train(
     data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default runs/<recipe>-<time>).")] = None,
-    recipe: Annotated[Optional[str], typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="resnet18, resnet34 or resnet50.")] = None,
-    epochs: Annotated[Optional[int], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
-    k: Annotated[Optional[int], typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")] = None,
-    out_of_range: Annotated[Optional[str], typer.Option(help="Counts >= K: overflow or drop.")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="onecycle, cosine or constant.")] = None,
-    pretrained: Annotated[Optional[Path], typer.Option(help="Local ImageNet .pth; never downloaded.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    max_train_batches: Annotated[Optional[int], typer.Option(help="Cap batches per epoch (quick checks).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>-<time>).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")] = None,
+    arch: Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    k: Annotated[int | None, typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")] = None,
+    classes: Annotated[str | None, typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")] = None,
+    out_of_range: Annotated[str | None, typer.Option(help="Counts >= K: overflow or drop.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="onecycle, cosine or constant.")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="Local ImageNet .pth; never downloaded.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    max_train_batches: Annotated[
+        int | None, typer.Option(help="Cap batches per epoch (quick checks).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = True,
-    val_fraction: Annotated[float, typer.Option(help="Validation share when the data has no manifest split.")] = 0.15,
+    val_fraction: Annotated[
+        float, typer.Option(help="Validation share when the data has no manifest split.")
+    ] = 0.15,
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,
@@ -127,9 +142,20 @@ def train(
 
     try:
         cfg = recipe_config(
-            recipe, architecture=arch, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, k=k,
-            classes=classes, out_of_range=out_of_range, optimizer=optimizer, schedule=schedule,
-            pretrained=str(pretrained) if pretrained else None, device=device, seed=seed,
+            recipe,
+            architecture=arch,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            image_size=image_size,
+            k=k,
+            classes=classes,
+            out_of_range=out_of_range,
+            optimizer=optimizer,
+            schedule=schedule,
+            pretrained=str(pretrained) if pretrained else None,
+            device=device,
+            seed=seed,
             max_train_batches=max_train_batches,
         )
     except ValueError as exc:
@@ -142,6 +168,7 @@ def train(
         f"training [bold]{cfg.architecture}[/] ({cfg.recipe}) on {len(train_recs)} bins, validating on "
         f"{len(val_recs)}; {cfg.epochs} epochs at {cfg.image_size}px -> {out}"
     )
+
     def report(ep) -> None:  # noqa: ANN001 - EpochResult, imported lazily above
         s = ep.summary()
         console.print(
@@ -154,7 +181,9 @@ def train(
     from model.training import TrainHooks
 
     try:
-        result = run_training(cfg, source, train_recs, val_recs, out, TrainHooks(on_epoch_end=report), resume=resume)
+        result = run_training(
+            cfg, source, train_recs, val_recs, out, TrainHooks(on_epoch_end=report), resume=resume
+        )
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
     latest = DEFAULT_RUNS / "latest"
@@ -163,7 +192,9 @@ def train(
             latest.unlink()
         latest.symlink_to(out.resolve().name)
     ev = result.evaluation.to_dict()
-    console.print(metrics_table(ev, f"validation ({len(val_recs)} bins), temperature {result.temperature:.2f}"))
+    console.print(
+        metrics_table(ev, f"validation ({len(val_recs)} bins), temperature {result.temperature:.2f}")
+    )
     console.print(per_class_table(ev))
     console.print(f"best checkpoint: {result.best_path}  ({result.wall_time_s / 60:.1f} min)")
     for name, path in result.plots.items():
@@ -173,8 +204,12 @@ def train(
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt/last.pt written by binwatch train.")],
     data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
-    split: Annotated[Optional[str], typer.Option(help="Manifest split to use (e.g. val); default all bins.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write metrics.json and confusion_matrix.png here.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Manifest split to use (e.g. val); default all bins.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write metrics.json and confusion_matrix.png here.")
+    ] = None,
     tta: Annotated[bool, typer.Option(help="Average predictions over flips.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option()] = 64,
@@ -199,11 +234,15 @@ def evaluate(
     source, records = read_dataset(data, endpoint_url, spec)
     t0 = time.monotonic()
     try:
-        result = evaluate_checkpoint(checkpoint, source, records, device=device, batch_size=batch_size, tta=tta)
+        result = evaluate_checkpoint(
+            checkpoint, source, records, device=device, batch_size=batch_size, tta=tta
+        )
     except (CheckpointError, DatasetError, ValueError) as exc:
         raise fail(str(exc)) from exc
     ev = result.evaluation.to_dict()
-    console.print(metrics_table(ev, f"{checkpoint} on {len(result.records)} bins ({time.monotonic() - t0:.0f}s)"))
+    console.print(
+        metrics_table(ev, f"{checkpoint} on {len(result.records)} bins ({time.monotonic() - t0:.0f}s)")
+    )
     console.print(per_class_table(ev))
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,9 +253,12 @@ def evaluate(
 
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG/PNG), any size.")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", envvar="BINWATCH_CHECKPOINT",
-                                             help="Checkpoint to use.")] = LATEST,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", envvar="BINWATCH_CHECKPOINT", help="Checkpoint to use.")
+    ] = LATEST,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of a table.")
+    ] = False,
     batch_size: Annotated[int, typer.Option()] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
@@ -261,8 +303,12 @@ def predict(
                 sys.stdout.write(json.dumps({"image": str(path), **pred.to_dict()}) + "\n")
             else:
                 top = sorted(pred.probabilities.items(), key=lambda kv: -kv[1])[:3]
-                table.add_row(str(path), pred.label, f"{pred.confidence:.2f}",
-                              ", ".join(f"{lbl}: {p:.2f}" for lbl, p in top))
+                table.add_row(
+                    str(path),
+                    pred.label,
+                    f"{pred.confidence:.2f}",
+                    ", ".join(f"{lbl}: {p:.2f}" for lbl, p in top),
+                )
     if not as_json:
         console.print(table)
     if failed:
@@ -270,9 +316,8 @@ def predict(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(train)
-    app.command()(evaluate)
-    app.command()(predict)
+    for fn in (train, evaluate, predict):
+        command(app)(fn)
 
 
 # Keep torch from oversubscribing small machines when the user has not chosen.

@@ -21,14 +21,27 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 @pytest.mark.slow
 def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = run("train", str(abid_root), "--recipe", "smoke", "--limit", "120", "--epochs", "1", "--out", str(out))
+    res = run(
+        "train", str(abid_root), "--recipe", "smoke", "--limit", "120", "--epochs", "1", "--out", str(out)
+    )
     assert res.returncode == 0, res.stderr
     assert "epoch 1/1" in res.stdout and "0-5" in res.stdout
     assert (out / "best.pt").is_file() and (out / "training_curves.png").is_file()
 
     eval_dir = tmp_path / "eval"
-    res = run("evaluate", str(out / "best.pt"), str(abid_root), "--split", "val", "--limit", "40",
-              "--out", str(eval_dir), "--device", "cpu")
+    res = run(
+        "evaluate",
+        str(out / "best.pt"),
+        str(abid_root),
+        "--split",
+        "val",
+        "--limit",
+        "40",
+        "--out",
+        str(eval_dir),
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     assert metrics["n"] == 40 and set(metrics["subsets"]) == {"0-5", "1-5"}

@@ -23,8 +23,16 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(architecture="resnet18", image_size=64, epochs=2, batch_size=16, lr=2e-3, num_workers=0,
-                calibrate=True, seed=3)
+    base = dict(
+        architecture="resnet18",
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        lr=2e-3,
+        num_workers=0,
+        calibrate=True,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -43,8 +51,9 @@ def trained(subset, tmp_path_factory):
     source, train_recs, val_recs = subset
     out = tmp_path_factory.mktemp("run")
     seen = []
-    result = train(tiny_config(), source, train_recs, val_recs, out,
-                   TrainHooks(on_epoch_end=seen.append), progress=False)
+    result = train(
+        tiny_config(), source, train_recs, val_recs, out, TrainHooks(on_epoch_end=seen.append), progress=False
+    )
     return result, seen, out
 
 
@@ -52,7 +61,14 @@ def test_training_writes_checkpoints_metrics_and_plots(trained) -> None:
     result, seen, out = trained
     assert [e.epoch for e in seen] == [1, 2]
     assert all(e.train_loss > 0 and e.evaluation.n == 24 for e in seen)
-    for name in ("best.pt", "best.json", "last.pt", "last.json", "confusion_matrix.png", "training_curves.png"):
+    for name in (
+        "best.pt",
+        "best.json",
+        "last.pt",
+        "last.json",
+        "confusion_matrix.png",
+        "training_curves.png",
+    ):
         assert (out / name).is_file(), name
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     side = json.loads((out / "best.json").read_text())
@@ -77,8 +93,15 @@ def test_resume_continues_and_matches_uninterrupted_run(subset, trained, tmp_pat
     assert json.loads((tmp_path / "last.json").read_text())["epoch"] == 1
 
     again = []
-    result = train(tiny_config(), source, train_recs, val_recs, tmp_path,
-                   TrainHooks(on_epoch_end=again.append), progress=False)
+    result = train(
+        tiny_config(),
+        source,
+        train_recs,
+        val_recs,
+        tmp_path,
+        TrainHooks(on_epoch_end=again.append),
+        progress=False,
+    )
     assert result.resumed_from_epoch == 1
     assert [e.epoch for e in again] == [2]
     assert [h["epoch"] for h in result.history] == [1, 2]
@@ -108,8 +131,15 @@ def test_cancel_mid_epoch_is_prompt(subset, tmp_path: Path) -> None:
         return len(calls) > 1
 
     with pytest.raises(TrainingCancelled, match="during epoch 1"):
-        train(tiny_config(), source, train_recs, val_recs, tmp_path, TrainHooks(should_stop=stop, stop_check_every=1),
-              progress=False)
+        train(
+            tiny_config(),
+            source,
+            train_recs,
+            val_recs,
+            tmp_path,
+            TrainHooks(should_stop=stop, stop_check_every=1),
+            progress=False,
+        )
     assert not (tmp_path / "last.pt").exists()
 
 
