@@ -40,6 +40,12 @@ class TrainConfig(BaseModel):
     schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
     warmup_epochs: float = Field(default=0.5, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    ordinal_sigma: float | None = Field(
+        default=None, gt=0, description="Soft Gaussian targets around the true class (sigma in classes)."
+    )
+    expected_count_weight: float = Field(
+        default=0.0, ge=0, description="Weight of the squared error of the expected count (targets RMSE)."
+    )
     hflip: bool = True
     vflip: bool = True
     color_jitter: float = Field(default=0.2, ge=0, le=1)

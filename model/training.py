@@ -26,6 +26,7 @@ from model.abid import BinRecord, Source
 from model.checkpoint import CheckpointError, load_payload, save_checkpoint
 from model.config import TrainConfig
 from model.data import BinImages, CachedImages
+from model.losses import CountingLoss
 from model.metrics import Evaluation, evaluate_predictions
 from model.network import build_resnet
 from model.preprocess import Preprocessing
@@ -287,7 +288,9 @@ def train(
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
     opt = _optimizer(net, cfg)
     sched = _schedule(opt, cfg, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_fn = CountingLoss(
+        classes.num_classes, cfg.label_smoothing, cfg.ordinal_sigma, cfg.expected_count_weight
+    ).to(device)
     use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
@@ -445,6 +448,11 @@ def _load_training_state(path: Path, config_json: dict[str, Any]) -> dict[str, A
     if "optimizer" not in state:
         raise CheckpointError(f"{path} holds no training state to resume from")
     saved = dict(state["metadata"].get("train_config") or {})
+    try:
+        # Older checkpoints lack settings added since; read them with today's defaults.
+        saved = TrainConfig(**saved).model_dump(mode="json")
+    except ValueError:
+        pass
     mine = dict(config_json)
     # Settings that only change how fast or where it runs may differ on resume; the recipe may not.
     for key in ("device", "num_workers", "cache_images", "epochs", "early_stopping_patience"):

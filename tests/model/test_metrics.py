@@ -74,3 +74,27 @@ def test_count_classes_mapping() -> None:
     assert CountClasses.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError):
         CountClasses(3, 3)
+
+
+def test_counting_losses() -> None:
+    import torch
+
+    from model.losses import CountingLoss
+
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 4.0]])
+    targets = torch.tensor([0, 1])
+    plain = CountingLoss(4)(logits, targets)
+    assert plain == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)))
+    ordinal = CountingLoss(4, ordinal_sigma=0.5)
+    q = ordinal.soft_targets(torch.tensor([1]))[0]
+    # mass is symmetric around the true class and decays with distance
+    assert float(q[1]) > float(q[0]) > float(q[3])
+    assert float(q[0]) == pytest.approx(float(q[2])) and float(q.sum()) == pytest.approx(1.0)
+    # predicting a neighbour costs less than predicting far away
+    near = ordinal(torch.tensor([[0.0, 0.0, 5.0, 0.0]]), torch.tensor([1]))
+    far = ordinal(torch.tensor([[0.0, 0.0, 0.0, 5.0]]), torch.tensor([0]))
+    assert near < far
+    # the expected-count term is the squared error of sum(p * class) by hand
+    sure = torch.tensor([[0.0, 0.0, 50.0, 0.0]])
+    ec = CountingLoss(4, expected_count_weight=1.0)(sure, torch.tensor([0]))
+    assert float(ec) == pytest.approx(50.0 + 4.0, rel=1e-3)
