@@ -53,6 +53,10 @@ class TrainConfig(BaseModel):
     ema_decay: float | None = Field(default=None, gt=0, lt=1, description="EMA of weights (e.g. 0.999).")
     early_stopping_patience: int | None = Field(default=None, ge=1)
     calibrate: bool = Field(default=True, description="Fit a softmax temperature on the validation split.")
+    calibration_fraction: float = Field(
+        default=0.05, ge=0, lt=0.5,
+        description="Share of the train split held out to fit the temperature (0: fit on validation).",
+    )
     channels_last: bool = True
     amp: bool = Field(default=True, description="Mixed precision on CUDA (ignored on CPU).")
     seed: int = 0

@@ -30,7 +30,7 @@ from model.losses import CountingLoss
 from model.metrics import Evaluation, evaluate_predictions
 from model.network import build_resnet
 from model.preprocess import Preprocessing
-from model.subsets import histogram
+from model.subsets import histogram, stratified_split
 
 
 class TrainingCancelled(RuntimeError):
@@ -256,7 +256,6 @@ def train(
     hooks: TrainHooks | None = None,
     resume: bool = True,
     progress: bool = True,
-    datasets: tuple[Dataset, Dataset] | None = None,
 ) -> TrainResult:
     """Train a counter; writes ``best.pt``/``last.pt`` (+ json sidecars and plots) into ``out_dir``.
 
@@ -282,7 +281,14 @@ def train(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
         )
 
-    train_ds, val_ds = datasets or build_datasets(source, train_records, val_records, cfg, progress)
+    calib_records: list[BinRecord] = []
+    if cfg.calibrate and cfg.calibration_fraction > 0:
+        # Fit the temperature on bins held out of training, so the validation split stays untouched.
+        train_records, calib_records, _ = stratified_split(
+            train_records, val_fraction=cfg.calibration_fraction, seed=cfg.seed
+        )
+    train_ds, val_ds = build_datasets(source, train_records, val_records, cfg, progress)
+    calib_ds = BinImages(source, calib_records, classes, pre) if calib_records else None
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
@@ -314,6 +320,7 @@ def train(
         "source": source.uri,
         "train": {"n": len(train_ds), "histogram": {str(k): v for k, v in histogram(train_records).items()}},
         "val": {"n": len(val_ds), "histogram": {str(k): v for k, v in histogram(val_records).items()}},
+        "calibration": {"n": len(calib_records)},
     }
 
     def metadata(epoch: int, evaluation: Evaluation | None, temperature: float) -> dict[str, Any]:
@@ -440,7 +447,7 @@ def train(
                 )
             )
 
-    return finalise(cfg, best_path, last_path, val_ds, device, history, resumed_from, started, progress)
+    return finalise(cfg, best_path, last_path, val_ds, calib_ds, device, history, resumed_from, started)
 
 
 def _load_training_state(path: Path, config_json: dict[str, Any]) -> dict[str, Any]:
@@ -472,11 +479,11 @@ def finalise(
     best_path: Path,
     last_path: Path,
     val_ds: Dataset,
+    calib_ds: Dataset | None,
     device: torch.device,
     history: list[dict[str, float]],
     resumed_from: int,
     started: float,
-    progress: bool,
 ) -> TrainResult:
     """Reload the best weights, calibrate, evaluate on val, write the final checkpoint metadata and plots."""
     from model.checkpoint import load_model
@@ -488,7 +495,12 @@ def finalise(
     logits, targets, counts = predict_logits(
         net, val_ds, pre, device, channels_last=cfg.channels_last, amp=cfg.amp
     )
-    temperature = fit_temperature(logits, targets) if cfg.calibrate else 1.0
+    temperature = 1.0
+    if cfg.calibrate and calib_ds is not None and len(calib_ds) > 0:
+        calib_logits, calib_targets, _ = predict_logits(net, calib_ds, pre, device, amp=cfg.amp)
+        temperature = fit_temperature(calib_logits, calib_targets)
+    elif cfg.calibrate:
+        temperature = fit_temperature(logits, targets)
     evaluation = evaluate_predictions(softmax(logits, temperature), counts, loaded.classes)
     meta = dict(loaded.metadata, temperature=temperature, metrics=evaluation.to_dict(), history=history)
     meta["wall_time_s"] = time.monotonic() - started
