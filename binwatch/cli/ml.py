@@ -72,16 +72,18 @@ def metrics_table(evaluation: dict, title: str) -> Table:
     table.add_column("accuracy", justify="right")
     table.add_column("RMSE", justify="right")
     table.add_column("within ±1", justify="right")
+    table.add_column("ECE", justify="right")
     table.add_row(
         "model classes",
         str(evaluation["n"]),
         f"{evaluation['accuracy']:.1%}",
         f"{evaluation['rmse']:.3f}",
         f"{evaluation['within_one']:.1%}",
+        f"{evaluation['ece']:.3f}",
     )
     for name, sub in evaluation["subsets"].items():
         table.add_row(
-            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}"
+            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}", ""
         )
     return table
 
