@@ -65,6 +65,17 @@ def split_records(
     return train, val
 
 
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; TrainConfig validates and converts the values."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = None if value.strip().lower() in ("none", "null") else value.strip()  # type: ignore[assignment]
+    return out
+
+
 def metrics_table(evaluation: dict, title: str) -> Table:
     table = Table(title=title)
     table.add_column("subset")
@@ -83,7 +94,8 @@ def metrics_table(evaluation: dict, title: str) -> Table:
     )
     for name, sub in evaluation["subsets"].items():
         table.add_row(
-            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}", f"{sub['within_one']:.1%}", ""
+            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}",
+            f"{sub['within_one']:.1%}", "",
         )
     return table
 
@@ -119,6 +131,14 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     max_train_batches: Annotated[
         int | None, typer.Option(help="Cap batches per epoch (quick checks).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any other training setting as KEY=VALUE (repeatable), e.g. --set ordinal_sigma=0.6; "
+            "see docs/training.md.",
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = True,
     val_fraction: Annotated[
@@ -159,6 +179,7 @@ def train(
             device=device,
             seed=seed,
             max_train_batches=max_train_batches,
+            **parse_settings(settings or []),
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
