@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,8 +39,27 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
 
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted image upload.")
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1,
+        description="Largest accepted upload: the image bytes of one request (all images of a multi-image "
+        "prediction together). Bigger requests get 413, decided from Content-Length or while streaming.",
+    )
+    max_json_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest accepted JSON request body (bin records, ABID metadata).",
+    )
+    max_images_per_request: int = Field(
+        default=16, ge=1, description="Most images one POST /v1/predictions may carry (more: 413)."
+    )
     max_image_pixels: int = Field(default=50_000_000, description="Larger images are rejected (bomb guard).")
+    min_image_side: int = Field(
+        default=32,
+        ge=1,
+        description="Images narrower or shorter than this many pixels are rejected with 422: a bin photo "
+        "that small holds nothing countable, and the model would still answer with confident numbers.",
+    )
     batch_max_size: int = Field(default=16, description="Most images one inference batch holds.")
     batch_max_wait_ms: float = Field(default=5.0, description="How long a batch waits to fill up.")
     batch_queue_size: int = Field(default=256, description="Pending images before requests get 503.")
@@ -52,13 +71,92 @@ class Settings(BaseSettings):
     match_threshold: float = Field(default=0.5, description="P(recorded count) at or above this: match.")
     mismatch_threshold: float = Field(default=0.1, description="P(recorded count) below this: mismatch.")
 
-    worker_queues: str = "training"
-    worker_concurrency: int = 1
-    worker_pool: Literal["solo", "prefork", "threads"] = "solo"
-    job_time_limit_seconds: int = 6 * 3600
+    auto_migrate: bool = Field(
+        default=True,
+        description="Upgrade the database schema to the newest migration when the API starts "
+        "(turn off where migrations run as a separate deployment step).",
+    )
+    bootstrap_admin_key: bool | None = Field(
+        default=None,
+        description="Create an admin API key on first start when the database has none, and print it once "
+        "to stderr. Default: only on the embedded default (no BINWATCH_DATABASE_URL).",
+    )
 
-    device: str = Field(default="auto", description="torch device for inference and training: auto, cpu, cuda.")
+    # Training jobs and the Celery worker (docs/training-jobs.md, docs/deployment.md).
+    worker_queues: str = Field(
+        default="training", description="Comma-separated queues `binwatch worker` consumes."
+    )
+    worker_concurrency: int = Field(default=1, ge=1, description="Jobs one worker runs at once (1 per GPU).")
+    worker_pool: Literal["solo", "prefork", "threads"] = Field(
+        default="solo",
+        description="Celery pool. solo runs the job in the worker process itself, which never forks after "
+        "CUDA is initialised: use it on GPU hosts (one worker per GPU). prefork forks its children before "
+        "any job runs and replaces each after one job; it adds Celery's hard time limit.",
+    )
+    job_time_limit_seconds: int = Field(
+        default=6 * 3600, ge=10, description="Default and largest time limit of one training job (soft)."
+    )
+    job_time_limit_grace_seconds: int = Field(
+        default=300, ge=1, description="Hard limit = soft limit + this (prefork pool kills the job then)."
+    )
+    broker_visibility_timeout: int | None = Field(
+        default=None,
+        ge=1,
+        description="Redis broker: seconds before an unacknowledged job message (its worker died) is "
+        "delivered again. Must exceed the longest job, or a running job is handed to a second worker. "
+        "Default: job_time_limit_seconds + job_time_limit_grace_seconds + 1 hour.",
+    )
+    broker_connect_timeout: float = Field(
+        default=3.0, gt=0, description="How long job submission waits for the broker before answering 503."
+    )
+    broker_key_prefix: str = Field(
+        default="", description="Prefix for the broker's Redis keys, to share one Redis between deployments."
+    )
+    job_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="How often a worker marks its running job as alive."
+    )
+    job_stale_after_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running job not marked alive for this long is taken over by a redelivered task.",
+    )
+    job_cancel_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How stale the worker's view of a job's cancel flag may be."
+    )
+    job_work_dir: Path | None = Field(
+        default=None, description="Scratch folder for running jobs' checkpoints. Default: <home>/jobs."
+    )
+
+    device: str = Field(
+        default="auto", description="torch device for inference and training: auto, cpu, cuda."
+    )
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _thresholds_are_ordered(self) -> Settings:
+        # An inverted pair would make some probabilities both a match and a mismatch.
+        if not 0.0 <= self.mismatch_threshold <= self.match_threshold <= 1.0:
+            raise ValueError(
+                "verdict thresholds must satisfy 0 <= mismatch_threshold <= match_threshold <= 1, got "
+                f"mismatch_threshold={self.mismatch_threshold}, match_threshold={self.match_threshold}"
+            )
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when no database URL is configured: the SQLite file under ``home``."""
+        return not self.database_url
+
+    @property
+    def should_bootstrap_admin_key(self) -> bool:
+        if self.bootstrap_admin_key is not None:
+            return self.bootstrap_admin_key
+        return self.uses_embedded_database
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where API processes keep verified copies of model checkpoints, named by sha256."""
+        return (self.home / "model-cache").resolve()
 
     @property
     def resolved_database_url(self) -> str:
@@ -69,6 +167,16 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_store(self) -> str:
         return self.artifact_store or str((self.home / "artifacts").resolve())
+
+    @property
+    def resolved_visibility_timeout(self) -> int:
+        if self.broker_visibility_timeout:
+            return self.broker_visibility_timeout
+        return self.job_time_limit_seconds + self.job_time_limit_grace_seconds + 3600
+
+    @property
+    def resolved_job_work_dir(self) -> Path:
+        return (self.job_work_dir or self.home / "jobs").resolve()
 
     @property
     def resolved_broker_url(self) -> str:

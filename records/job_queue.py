@@ -60,7 +60,7 @@ def _redact_broker(url: str) -> str:
     return url
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
+def transport_options(settings: Settings, producer: bool = False) -> dict[str, Any]:
     url = settings.resolved_broker_url
     if not url.startswith(("redis://", "rediss://")):
         # The SQLAlchemy transport (embedded default) has no visibility timeout: an unacknowledged message
@@ -79,14 +79,21 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.broker_key_prefix:
         options["global_keyprefix"] = settings.broker_key_prefix
+    if producer:
+        # kombu retries a failed connect at 2 s, 4 s, … within the connect timeout; a submission should
+        # fail at once instead (connection refused), or after socket_connect_timeout (unroutable host).
+        options["max_retries"] = 0
     return options
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """The Celery configuration both sides use (see the module docstring for why)."""
+def celery_config(settings: Settings, producer: bool = False) -> dict[str, Any]:
+    """The Celery configuration both sides use (see the module docstring for why).
+
+    ``producer``: the API's variant, which never retries a broker connection (it answers 503 instead).
+    """
     return {
         "broker_url": settings.resolved_broker_url,
-        "broker_transport_options": transport_options(settings),
+        "broker_transport_options": transport_options(settings, producer),
         "broker_connection_timeout": settings.broker_connect_timeout,
         # Workers wait for the broker at startup (compose starts them together); the API does not retry.
         "broker_connection_retry_on_startup": True,
@@ -109,16 +116,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Losing the broker connection for a moment must not kill a six-hour job: the job's state is in
         # the database and its redelivered duplicate (if any) finds it finished and does nothing.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
     }
 
 
-def make_celery(settings: Settings, main: str = "binwatch") -> Celery:
-    """A Celery app configured for ``settings`` (the API uses it to send, the worker to consume)."""
+def make_celery(settings: Settings, producer: bool = False, main: str = "binwatch") -> Celery:
+    """A Celery app configured for ``settings``: ``producer=True`` for the API, False for the worker."""
     app = Celery(main, set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, producer))
     return app
 
 

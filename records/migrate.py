@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from alembic import command
 from records.db import make_engine, normalize_url
 
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"

@@ -122,7 +122,7 @@ class Bin(Base):
     items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONColumn)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    last_verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    last_verdict: Mapped[str | None] = mapped_column(sa.String(16), index=True)
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     checks: Mapped[list[BinCheck]] = relationship(
@@ -147,7 +147,8 @@ class BinCheck(Base):
     predicted_count: Mapped[int]
     predicted_label: Mapped[str] = mapped_column(sa.String(16))
     probabilities: Mapped[dict[str, float]] = mapped_column(JSONColumn)
-    probability_of_expected: Mapped[float] = mapped_column(sa.Double())
+    # NULL when the model has no class for the recorded count (verdict "uncertain"; docs/verdicts.md).
+    probability_of_expected: Mapped[float | None] = mapped_column(sa.Double())
     verdict: Mapped[str] = mapped_column(sa.String(16))
     thresholds: Mapped[dict[str, float]] = mapped_column(JSONColumn)
     # SET NULL: deleting an old model version must not erase the inventory history it produced.
@@ -164,7 +165,18 @@ class ModelVersion(Base):
     """A trained checkpoint in the artifact store, with what is needed to load and judge it."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (sa.CheckConstraint(_one_of("source", MODEL_SOURCES), name="source"),)
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("source", MODEL_SOURCES), name="source"),
+        # At most one active version, enforced by the database (migration 0002): concurrent promotions on
+        # Postgres would otherwise both succeed and leave two active rows.
+        sa.Index(
+            "uq_model_versions_one_active",
+            "is_active",
+            unique=True,
+            postgresql_where=sa.text("is_active"),
+            sqlite_where=sa.text("is_active"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128), index=True)

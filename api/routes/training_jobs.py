@@ -1,5 +1,455 @@
-"""Training-job routes (written by the worker/jobs engineer)."""
+"""Training jobs over HTTP: submit (202), list, show, cancel; workers run them (docs/training-jobs.md).
 
-from fastapi import APIRouter
+Submission writes the job row *before* queueing the task, so a worker always finds the row it is told
+about; when the broker cannot be reached the row is marked failed with the reason and the client gets a
+503, so no job is left posing as queued. This module never imports ``worker``: it only sends the task by
+name through records.job_queue.
+"""
 
-router = APIRouter(tags=["training jobs"])
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from celery import Celery
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.deps import Principal, get_db, get_settings, require_scope
+from api.problems import PROBLEM_MEDIA_TYPE, URN, VALIDATION, Problem, ProblemDetails
+from binwatch.settings import Settings
+from records import jobs as job_records
+from records.job_queue import QueueUnavailable, enqueue_training, make_celery, time_limits
+from records.job_spec import DatasetSpec, Hyperparameters, PromotionPolicy, resolve_config
+from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, utcnow
+
+log = logging.getLogger("binwatch.api.training_jobs")
+
+# api/app.py mounts this router under /v1, so these paths become /v1/training-jobs/...
+router = APIRouter(prefix="/training-jobs", tags=["training jobs"])
+
+#: The job queue (Redis) could not be reached: nothing was queued; retry later.
+QUEUE_UNAVAILABLE = URN + "queue-unavailable"
+#: Cancel was asked for a job that has already ended.
+JOB_FINISHED = URN + "job-finished"
+JOB_NOT_FOUND = URN + "job-not-found"
+
+Db = Annotated[Session, Depends(get_db)]
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+Trainer = Annotated[Principal, Depends(require_scope("train"))]
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+assert set(JobStatus.__args__) == set(JOB_STATUSES)  # type: ignore[attr-defined]
+
+JobId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=36,
+        pattern=r"^[0-9a-f]+$",
+        description="The job's id (32 hex digits).",
+        examples=["3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b"],
+    ),
+]
+
+
+# ------------------------------------------------------------------------------------------------ schemas
+
+
+class TrainingJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": {"uri": "/data/abid", "limit": 2000},
+                    "hyperparameters": {"recipe": "cpu-quick", "epochs": 6},
+                    "promotion_policy": "if_better",
+                },
+                {
+                    "dataset": {"uri": "s3://my-bucket/abid/", "min_count": 0, "max_count": 10},
+                    "hyperparameters": {"recipe": "gpu-full", "architecture": "resnet50", "k": 11},
+                    "promotion_policy": "never",
+                    "model_name": "resnet50-k11",
+                },
+            ]
+        },
+    )
+
+    dataset: DatasetSpec
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    promotion_policy: PromotionPolicy = Field(
+        default="if_better",
+        description="After success: never promote; promote if_better (the active model is evaluated on this "
+        "job's validation split and compared on the same metric); or always promote.",
+    )
+    model_name: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Name of the version it registers."
+    )
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    val_rmse: float | None
+    duration_s: float
+    metrics: dict[str, Any] = Field(
+        description="Everything else measured after the epoch: per-subset accuracy/RMSE, ±1 accuracy, ECE, "
+        "learning rate, whether it was the best so far, and which worker run trained it."
+    )
+    created_at: datetime
+
+
+class JobTimings(BaseModel):
+    queued_s: float | None = Field(description="From submission to the first start on a worker.")
+    running_s: float | None = Field(description="From the first start to the end (or to now).")
+    total_s: float | None = Field(description="From submission to the end (or to now).")
+    mean_epoch_s: float | None = Field(description="Mean duration of the finished epochs.")
+
+
+class TrainingJobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b",
+                    "status": "running",
+                    "progress": "epoch 2 of 6",
+                    "epoch": 2,
+                    "epochs": 6,
+                    "dataset": {"uri": "/data/abid", "limit": 2000, "seed": 0, "val_fraction": 0.15},
+                    "hyperparameters": {"recipe": "cpu-quick"},
+                    "config": {"architecture": "resnet18", "image_size": 112, "epochs": 6, "lr": 0.003},
+                    "promotion_policy": "if_better",
+                    "promotion_decision": None,
+                    "cancel_requested": False,
+                    "host": "gpu-1 pid 7 run 9c1d2e3f",
+                    "error": None,
+                    "model_version_id": None,
+                    "created_at": "2026-11-25T18:00:00Z",
+                    "started_at": "2026-11-25T18:00:02Z",
+                    "finished_at": None,
+                    "heartbeat_at": "2026-11-25T18:03:10Z",
+                    "timings": {"queued_s": 2.0, "running_s": 188.0, "total_s": 190.0, "mean_epoch_s": 90.5},
+                    "metrics": [],
+                }
+            ]
+        }
+    )
+
+    id: str
+    status: JobStatus
+    progress: str = Field(description="'epoch i of N': i epochs are finished and stored.")
+    epoch: int = Field(description="Finished epochs; a job resumed elsewhere continues after this one.")
+    epochs: int
+    dataset: dict[str, Any]
+    hyperparameters: dict[str, Any] = Field(description="What was asked for.")
+    config: dict[str, Any] = Field(description="The full training configuration resolved at submission.")
+    promotion_policy: PromotionPolicy
+    promotion_decision: str | None = Field(description="Whether the model was promoted, and why.")
+    cancel_requested: bool
+    host: str | None = Field(description="The worker running (or that last ran) the job.")
+    error: str | None
+    model_version_id: int | None = Field(description="The model version the job registered.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    timings: JobTimings
+    metrics: list[EpochOut] | None = Field(
+        default=None, description="One entry per finished epoch (in GET /v1/training-jobs/{id} only)."
+    )
+    latest_epoch: EpochOut | None = Field(
+        default=None, description="The newest finished epoch (in listings only)."
+    )
+
+
+class TrainingJobPage(BaseModel):
+    items: list[TrainingJobOut]
+    next_cursor: str | None = Field(description="Pass as ?before= for the next page; null on the last page.")
+
+
+def _problem_docs(examples: dict[int, tuple[str, str]]) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, (type_, detail) in examples.items():
+        example = {"type": type_, "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+        out[status] = {
+            "model": ProblemDetails,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"example": example}},
+        }
+    return out
+
+
+_AUTH_DOCS = {
+    401: (
+        "urn:binwatch:problem:unauthenticated",
+        "missing API key: send it as 'Authorization: Bearer <key>'",
+    ),
+    403: ("urn:binwatch:problem:insufficient-scope", "API key 'ci' has scopes predict; this needs 'train'"),
+}
+_NOT_FOUND = {404: (JOB_NOT_FOUND, "no training job 3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b")}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else max(0.0, (end - start).total_seconds())
+
+
+def epoch_out(row: EpochMetric) -> EpochOut:
+    return EpochOut(
+        epoch=row.epoch,
+        train_loss=row.train_loss,
+        val_loss=row.val_loss,
+        val_accuracy=row.val_accuracy,
+        val_rmse=row.val_rmse,
+        duration_s=row.duration_s,
+        metrics=dict(row.metrics or {}),
+        created_at=row.created_at,
+    )
+
+
+def job_out(
+    job: TrainingJob, metrics: list[EpochMetric] | None = None, latest: EpochMetric | None = None
+) -> TrainingJobOut:
+    now = utcnow()
+    end = job.finished_at or now
+    durations = [m.duration_s for m in metrics or []]
+    params = dict(job.params or {})
+    return TrainingJobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        progress=f"epoch {job.epoch} of {job.epochs}",
+        epoch=job.epoch,
+        epochs=job.epochs,
+        dataset=dict(job.dataset or {}),
+        hyperparameters=dict(params.get("hyperparameters") or {}),
+        config=dict(params.get("config") or {}),
+        promotion_policy=job.promotion_policy,  # type: ignore[arg-type]
+        promotion_decision=job.promotion_decision,
+        cancel_requested=job.cancel_requested,
+        host=job.host,
+        error=job.error,
+        model_version_id=job.model_version_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
+        timings=JobTimings(
+            queued_s=_seconds(job.created_at, job.started_at),
+            running_s=_seconds(job.started_at, end) if job.started_at else None,
+            total_s=_seconds(job.created_at, end),
+            mean_epoch_s=sum(durations) / len(durations) if durations else None,
+        ),
+        metrics=[epoch_out(m) for m in metrics] if metrics is not None else None,
+        latest_epoch=epoch_out(latest) if latest is not None else None,
+    )
+
+
+_celery_apps: dict[tuple[Any, ...], Celery] = {}
+_celery_lock = threading.Lock()
+
+
+def celery_for(settings: Settings) -> Celery:
+    """One producer app per process and broker configuration: it keeps a connection pool, so a
+    submission costs one round trip, and it reconnects by itself once a stopped broker is back."""
+    key = (
+        settings.resolved_broker_url,
+        settings.broker_key_prefix,
+        settings.broker_connect_timeout,
+        settings.resolved_visibility_timeout,
+    )
+    with _celery_lock:
+        app = _celery_apps.get(key)
+        if app is None:
+            app = _celery_apps[key] = make_celery(settings, producer=True)
+        return app
+
+
+def _not_found(job_id: str) -> Problem:
+    return Problem(404, f"no training job {job_id}", type=JOB_NOT_FOUND, title="Not Found")
+
+
+def _invalid(detail: str, loc: list[str | int]) -> Problem:
+    return Problem(
+        422,
+        detail,
+        type=VALIDATION,
+        title="Invalid request",
+        errors=[{"loc": loc, "msg": detail, "type": "value_error"}],
+    )
+
+
+# ------------------------------------------------------------------------------------------------- routes
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=TrainingJobOut,
+    summary="Submit a training job",
+    responses=_problem_docs(
+        {
+            **_AUTH_DOCS,
+            422: (
+                VALIDATION,
+                "hyperparameters.recipe: unknown recipe 'fast'; choose one of cpu-quick, gpu-full, smoke",
+            ),
+            503: (
+                QUEUE_UNAVAILABLE,
+                "the job queue at redis://redis:6379/0 is unreachable (Connection refused); the job was not "
+                "queued. Retry once the queue is back.",
+            ),
+        }
+    ),
+)
+def submit_job(
+    request: Request,
+    response: Response,
+    body: Annotated[TrainingJobCreate, Body()],
+    db: Db,
+    settings: CurrentSettings,
+    principal: Trainer,
+) -> TrainingJobOut:
+    """Queue a training job; a worker on the `training` queue runs it. Answers 202 with the job, whose
+    `status` then moves through queued, running and succeeded / failed / cancelled
+    (`GET /v1/training-jobs/{id}`). The dataset path is read by the worker hosts; a path they cannot read
+    fails the job with a readable `error` within seconds of it starting."""
+    hp = body.hyperparameters
+    try:
+        config = resolve_config(hp)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "hyperparameters"]) from exc
+    if hp.time_limit_seconds is not None and hp.time_limit_seconds > settings.job_time_limit_seconds:
+        raise _invalid(
+            f"time_limit_seconds {hp.time_limit_seconds} is above this deployment's limit of "
+            f"{settings.job_time_limit_seconds} s (BINWATCH_JOB_TIME_LIMIT_SECONDS)",
+            ["body", "hyperparameters", "time_limit_seconds"],
+        )
+    soft, _hard = time_limits(settings, hp.time_limit_seconds)
+    task_id = uuid.uuid4().hex
+    job = job_records.create_job(
+        db,
+        dataset=body.dataset.model_dump(exclude_none=True),
+        params={
+            "hyperparameters": hp.model_dump(exclude_none=True),
+            "config": config,
+            "time_limit_seconds": soft,
+            "model_name": body.model_name,
+            "submitted_by": principal.actor,
+        },
+        promotion_policy=body.promotion_policy,
+        epochs=int(config["epochs"]),
+        celery_task_id=task_id,
+    )
+    # Committed before queueing: a worker fast enough to take the task at once must find the row.
+    db.commit()
+    try:
+        enqueue_training(celery_for(settings), settings, job.id, task_id, soft)
+    except QueueUnavailable as exc:
+        job_records.mark_not_queued(db, job.id, f"not queued: {exc}")
+        db.commit()
+        log.warning("training job %s not queued: %s", job.id, exc)
+        raise Problem(
+            503,
+            f"{exc}. Nothing will run; submit again once the queue is back (predictions are unaffected).",
+            type=QUEUE_UNAVAILABLE,
+            title="Job queue unavailable",
+            headers={"Retry-After": "10"},
+            job_id=job.id,
+        ) from exc
+    log.info("training job %s queued by %s", job.id, principal.actor)
+    db.refresh(job)
+    response.headers["Location"] = str(request.url_for("get_training_job", job_id=job.id))
+    return job_out(job, metrics=[])
+
+
+@router.get(
+    "",
+    response_model=TrainingJobPage,
+    summary="List training jobs",
+    responses=_problem_docs(dict(_AUTH_DOCS)),
+)
+def list_training_jobs(
+    db: Db,
+    _principal: Trainer,
+    status: Annotated[list[JobStatus] | None, Query(description="Only jobs with these statuses.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[
+        str | None, Query(max_length=36, description="The previous page's next_cursor.")
+    ] = None,
+) -> TrainingJobPage:
+    """Jobs, newest first, each with its newest finished epoch."""
+    try:
+        page = job_records.list_jobs(db, status=status, before=before, limit=limit)
+    except LookupError as exc:
+        raise _invalid(str(exc), ["query", "before"]) from exc
+    latest = job_records.latest_epochs(db, [j.id for j in page.items])
+    return TrainingJobPage(
+        items=[job_out(j, latest=latest.get(j.id)) for j in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/{job_id}",
+    name="get_training_job",
+    response_model=TrainingJobOut,
+    summary="Show a training job",
+    responses=_problem_docs({**_AUTH_DOCS, **_NOT_FOUND}),
+)
+def get_training_job(
+    job_id: JobId,
+    db: Db,
+    _principal: Trainer,
+) -> TrainingJobOut:
+    """Status, epoch i of N, every finished epoch's losses and validation metrics, timings, the worker's
+    host, the error of a failed job, the promotion decision and the model version it registered."""
+    job = job_records.get_job(db, job_id)
+    if job is None:
+        raise _not_found(job_id)
+    return job_out(job, metrics=job_records.epoch_metrics(db, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=TrainingJobOut,
+    summary="Cancel a training job",
+    responses={
+        202: {
+            "description": "Cancel requested: the running job stops at its next batch.",
+            "model": TrainingJobOut,
+        },
+        **_problem_docs(
+            {**_AUTH_DOCS, **_NOT_FOUND, 409: (JOB_FINISHED, "training job 3f2a… already ended (succeeded)")}
+        ),
+    },
+)
+def cancel_training_job(
+    job_id: JobId,
+    response: Response,
+    db: Db,
+    settings: CurrentSettings,
+    principal: Trainer,
+) -> TrainingJobOut:
+    """A queued job is cancelled at once (200). A running one is flagged (202) and its worker stops it at
+    the next batch, within seconds; no model version is registered. A job that already ended: 409."""
+    outcome, job = job_records.request_cancel(db, job_id, settings.job_stale_after_seconds)
+    db.commit()
+    if outcome == job_records.CancelOutcome.NOT_FOUND or job is None:
+        raise _not_found(job_id)
+    if outcome == job_records.CancelOutcome.FINISHED:
+        raise Problem(
+            409, f"training job {job_id} already ended ({job.status})", type=JOB_FINISHED, title="Conflict"
+        )
+    log.info("training job %s: cancel %s by %s", job_id, outcome, principal.actor)
+    response.status_code = 202 if outcome == job_records.CancelOutcome.REQUESTED else 200
+    return job_out(job, metrics=job_records.epoch_metrics(db, job_id))

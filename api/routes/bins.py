@@ -1,0 +1,396 @@
+"""Bins: recorded counts (set directly or from ABID metadata), photo checks and their history."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Response, UploadFile
+from pydantic import Discriminator, Tag
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api import images
+from api.deps import AppState, Principal, get_db, get_state, require_model, require_scope
+from api.inference import infer
+from api.model_manager import ServingModel
+from api.problems import Problem, problem_responses
+from api.schemas import (
+    BIN_ID_PATTERN,
+    MAX_COUNT,
+    AbidMetadataBody,
+    BinCountBody,
+    BinOut,
+    BinPage,
+    CheckOut,
+    CheckPage,
+    ModelRef,
+    NewCheck,
+)
+from api.verdicts import Verdict, classes_from_labels, judge
+from records import bins as bin_records
+from records.artifacts import ArtifactNotFound
+from records.db import session_scope
+from records.orm import Bin, BinCheck, utcnow
+
+log = logging.getLogger("binwatch.api.bins")
+
+router = APIRouter(prefix="/v1/bins", tags=["bins"])
+
+BinId = Annotated[
+    str,
+    Path(
+        pattern=BIN_ID_PATTERN,
+        description="The bin's id, compared as a string ('00121' and '121' differ).",
+        examples=["00011"],
+    ),
+]
+
+
+def _body_kind(value: Any) -> str:
+    # ABID metadata is recognised by its EXPECTED_QUANTITY key; everything else is a plain count body,
+    # whose validation errors then name expected_count.
+    return "abid" if isinstance(value, dict) and "EXPECTED_QUANTITY" in value else "count"
+
+
+BinBody = Annotated[
+    Annotated[BinCountBody, Tag("count")] | Annotated[AbidMetadataBody, Tag("abid")],
+    Discriminator(_body_kind),
+    Body(
+        openapi_examples={
+            "count": {"summary": "A recorded count", "value": {"expected_count": 4}},
+            "abid": {
+                "summary": "An ABID metadata json (metadata/<id>.json)",
+                "value": {
+                    "EXPECTED_QUANTITY": 2,
+                    "BIN_FCSKU_DATA": {
+                        "B00CXACR1U": {"asin": "B00CXACR1U", "name": "Optical cable (6')", "quantity": 2}
+                    },
+                },
+            },
+        }
+    ),
+]
+
+
+def bin_out(bin_: Bin) -> BinOut:
+    return BinOut(
+        id=bin_.id,
+        expected_count=bin_.expected_count,
+        source=bin_.source,  # type: ignore[arg-type]
+        items=bin_.items,
+        created_at=bin_.created_at,
+        updated_at=bin_.updated_at,
+        last_verdict=bin_.last_verdict,  # type: ignore[arg-type]
+        last_checked_at=bin_.last_checked_at,
+    )
+
+
+def check_out(check: BinCheck) -> CheckOut:
+    labels = list(check.probabilities)
+    expected_label: str | None = None
+    try:
+        index = classes_from_labels(labels).class_of(check.expected_count)
+        expected_label = labels[index] if index is not None else None
+    except ValueError:
+        pass
+    return CheckOut(
+        id=check.id,
+        bin_id=check.bin_id,
+        verdict=check.verdict,  # type: ignore[arg-type]
+        expected_count=check.expected_count,
+        expected_label=expected_label,
+        probability_of_expected=check.probability_of_expected,
+        predicted_count=check.predicted_count,
+        predicted_label=check.predicted_label,
+        is_overflow=check.predicted_label.endswith("+"),
+        confidence=check.probabilities.get(check.predicted_label, 0.0),
+        probabilities=check.probabilities,
+        thresholds=check.thresholds,
+        model_version_id=check.model_version_id,
+        image_url=f"/v1/bins/{check.bin_id}/checks/{check.id}/image",
+        created_at=check.created_at,
+    )
+
+
+def _not_found(exc: LookupError) -> Problem:
+    return Problem(404, str(exc))
+
+
+@router.put(
+    "/{bin_id}",
+    response_model=BinOut,
+    summary="Set a bin's recorded count",
+    responses={201: {"model": BinOut, "description": "Created"}, **problem_responses(401, 403, 413, 422)},
+)
+def put_bin(
+    bin_id: BinId,
+    body: BinBody,
+    response: Response,
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    session: Annotated[Session, Depends(get_db)],
+) -> BinOut:
+    """Creates or replaces the bin's recorded count: either ``{"expected_count": n}`` or an ABID metadata
+    json as published (count from ``EXPECTED_QUANTITY``, items from ``BIN_FCSKU_DATA``).
+
+    Changing the count clears ``last_verdict``, which judged the old count. 201 when the bin is new.
+    Needs the ``inventory`` scope.
+    """
+    if isinstance(body, AbidMetadataBody):
+        count, source, items = (
+            body.EXPECTED_QUANTITY,
+            "abid-metadata",
+            bin_records.abid_items(body.BIN_FCSKU_DATA),
+        )
+    else:
+        count, source, items = body.expected_count, "api", None
+    for attempt in (1, 2):
+        try:
+            bin_, created = bin_records.put_bin(session, bin_id, count, source=source, items=items)
+            session.commit()
+            break
+        except sa.exc.IntegrityError:
+            # Two first PUTs for one bin raced; the second becomes an update of the first's row.
+            session.rollback()
+            if attempt == 2:
+                raise
+    response.status_code = 201 if created else 200
+    return bin_out(bin_)
+
+
+@router.get(
+    "/{bin_id}",
+    response_model=BinOut,
+    summary="A bin's record",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def get_bin(
+    bin_id: BinId,
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    session: Annotated[Session, Depends(get_db)],
+) -> BinOut:
+    """The bin's recorded count, its items and the verdict of its latest check. Needs ``inventory``."""
+    try:
+        return bin_out(bin_records.require_bin(session, bin_id))
+    except bin_records.BinNotFound as exc:
+        raise _not_found(exc) from exc
+
+
+@router.get("", response_model=BinPage, summary="List bins", responses=problem_responses(401, 403, 422))
+def list_bins(
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    session: Annotated[Session, Depends(get_db)],
+    last_verdict: Annotated[
+        Literal["match", "mismatch", "uncertain", "none"] | None,
+        Query(description="Only bins whose latest check had this verdict; 'none': not checked since set."),
+    ] = None,
+    source: Annotated[
+        Literal["api", "abid-metadata"] | None, Query(description="Only bins from this source.")
+    ] = None,
+    after: Annotated[
+        str | None, Query(max_length=128, description="The previous page's next_cursor.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+) -> BinPage:
+    """Bins ordered by id, with filters; ``GET /v1/bins?last_verdict=mismatch`` lists the bins whose
+    latest photo contradicts their recorded count. Needs ``inventory``."""
+    page = bin_records.list_bins(session, last_verdict=last_verdict, source=source, after=after, limit=limit)
+    return BinPage(items=[bin_out(b) for b in page.items], next_cursor=page.next_cursor)
+
+
+def _recorded_count(state: AppState, bin_id: str) -> int:
+    with session_scope(state.session_factory) as session:
+        try:
+            return bin_records.require_bin(session, bin_id).expected_count
+        except bin_records.BinNotFound as exc:
+            raise _not_found(exc) from exc
+
+
+def _store_check(
+    state: AppState,
+    bin_id: str,
+    upload: images.Upload,
+    info: images.ImageInfo,
+    model: ServingModel,
+    prediction_label: str,
+    prediction_count: int,
+    probabilities: dict[str, float],
+    expected: int,
+    verdict: Verdict,
+    judges_record: bool,
+) -> BinCheck:
+    now = utcnow()
+    image_key = f"checks/{bin_id}/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{info.extension}"
+    state.artifacts.put_bytes(image_key, upload.data, info.content_type)
+    try:
+        with session_scope(state.session_factory) as session:
+            bin_ = bin_records.require_bin(session, bin_id)
+            check = bin_records.record_check(
+                session,
+                bin_,
+                image_key=image_key,
+                expected_count=expected,
+                predicted_count=prediction_count,
+                predicted_label=prediction_label,
+                probabilities=probabilities,
+                probability_of_expected=verdict.probability_of_expected,
+                verdict=verdict.verdict,
+                thresholds=verdict.thresholds,
+                model_version_id=model.version_id,
+                judges_record=judges_record,
+            )
+            return check
+    except BaseException as exc:
+        # No row points at the photo: do not keep it.
+        state.artifacts.delete(image_key)
+        if isinstance(exc, bin_records.BinNotFound):  # deleted while the photo was being counted
+            raise _not_found(exc) from exc
+        raise
+
+
+@router.post(
+    "/{bin_id}/checks",
+    response_model=NewCheck,
+    status_code=201,
+    summary="Check a bin's photo against its recorded count",
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+)
+async def create_check(
+    bin_id: BinId,
+    image: Annotated[UploadFile, File(description="The bin photo (JPEG, PNG, ...).")],
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    state: Annotated[AppState, Depends(get_state)],
+    model: Annotated[ServingModel, Depends(require_model)],
+    expected_count: Annotated[
+        int | None,
+        Form(ge=0, le=MAX_COUNT, description="Judge against this count instead of the recorded one."),
+    ] = None,
+) -> NewCheck:
+    """Counts the objects in the photo and judges the bin's recorded count (or ``expected_count``) by
+    the model's probability of that count: ``match`` / ``mismatch`` / ``uncertain`` (docs/verdicts.md).
+
+    A recorded count above the model's range is judged against the overflow class (12 vs ``"6+"`` is a
+    match). The photo and the check are stored; a check against the recorded count updates the bin's
+    ``last_verdict``. Needs the ``inventory`` scope.
+    """
+    recorded = await run_in_threadpool(_recorded_count, state, bin_id)
+    expected = recorded if expected_count is None else expected_count
+    upload = await images.read_upload(image)
+    tensors, infos = await run_in_threadpool(images.prepare, [upload], model.predictor, state.settings)
+    (result,) = await infer(state, model, tensors)
+    prediction = result.prediction
+    verdict = judge(
+        expected,
+        prediction.probabilities,
+        result.model.classes,
+        match_threshold=state.settings.match_threshold,
+        mismatch_threshold=state.settings.mismatch_threshold,
+    )
+    judges_record = expected == recorded
+    check = await run_in_threadpool(
+        _store_check,
+        state,
+        bin_id,
+        upload,
+        infos[0],
+        result.model,
+        prediction.label,
+        prediction.count,
+        prediction.probabilities,
+        expected,
+        verdict,
+        judges_record,
+    )
+    state.metrics.checks.labels(verdict.verdict).inc()
+    version = result.model.version
+    return NewCheck(
+        **check_out(check).model_dump(exclude={"expected_label"}),
+        expected_label=verdict.expected_label,
+        expected_count_source="record" if expected_count is None else "request",
+        reason=verdict.reason,
+        model=ModelRef(id=version.id, name=version.name, sha256=version.sha256),
+    )
+
+
+@router.get(
+    "/{bin_id}/checks",
+    response_model=CheckPage,
+    summary="A bin's check history",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def list_checks(
+    bin_id: BinId,
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    session: Annotated[Session, Depends(get_db)],
+    before: Annotated[int | None, Query(ge=1, description="The previous page's next_cursor.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+) -> CheckPage:
+    """The bin's checks, newest first. Needs ``inventory``."""
+    try:
+        bin_records.require_bin(session, bin_id)
+    except bin_records.BinNotFound as exc:
+        raise _not_found(exc) from exc
+    page = bin_records.list_checks(session, bin_id, before=before, limit=limit)
+    return CheckPage(items=[check_out(c) for c in page.items], next_cursor=page.next_cursor)
+
+
+def _require_check(session: Session, bin_id: str, check_id: int) -> BinCheck:
+    check = bin_records.get_check(session, bin_id, check_id)
+    if check is None:
+        raise Problem(404, f"bin {bin_id!r} has no check {check_id}")
+    return check
+
+
+@router.get(
+    "/{bin_id}/checks/{check_id}",
+    response_model=CheckOut,
+    summary="One check",
+    responses=problem_responses(401, 403, 404, 422),
+)
+def get_check(
+    bin_id: BinId,
+    check_id: Annotated[int, Path(ge=1)],
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    session: Annotated[Session, Depends(get_db)],
+) -> CheckOut:
+    """One stored check. Needs ``inventory``."""
+    return check_out(_require_check(session, bin_id, check_id))
+
+
+@router.get(
+    "/{bin_id}/checks/{check_id}/image",
+    summary="The photo a check judged",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/jpeg": {}, "image/png": {}},
+            "description": "The stored photo, as uploaded.",
+        },
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+def get_check_image(
+    bin_id: BinId,
+    check_id: Annotated[int, Path(ge=1)],
+    key: Annotated[Principal, Depends(require_scope("inventory"))],
+    state: Annotated[AppState, Depends(get_state)],
+    session: Annotated[Session, Depends(get_db)],
+) -> Response:
+    """The photo exactly as it was uploaded. Needs ``inventory``."""
+    check = _require_check(session, bin_id, check_id)
+    try:
+        data = state.artifacts.get_bytes(check.image_key)
+    except ArtifactNotFound as exc:
+        raise Problem(404, f"the photo of check {check_id} is no longer in the artifact store") from exc
+    ext = check.image_key.rsplit(".", 1)[-1]
+    media = {
+        "jpg": "image/jpeg",
+        "png": "image/png",
+        "webp": "image/webp",
+        "gif": "image/gif",
+        "bmp": "image/bmp",
+        "tif": "image/tiff",
+    }.get(ext, "application/octet-stream")
+    return Response(content=data, media_type=media)

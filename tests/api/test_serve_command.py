@@ -1,0 +1,78 @@
+"""`make run` is `binwatch serve` with nothing configured: it must work from a clean state with no other
+server running (SQLite file + artifact folder under BINWATCH_HOME), migrate, print the first admin key
+exactly once, say how to get a model, and serve a registered model once there is one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.api.support import REPO, clean_env, originals, run_cli, start_server
+
+pytestmark = pytest.mark.slow
+
+KEY = re.compile(r"bw_[A-Za-z0-9_-]{32}")
+
+
+def test_make_run_invokes_binwatch_serve() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    run_target = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "$(BIN)/binwatch serve" in run_target
+
+
+def test_serve_from_a_clean_state(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
+    home = tmp_path / "fresh-home"
+    # Only BINWATCH_HOME: no database URL, no artifact store, no broker: the embedded default.
+    env = clean_env(BINWATCH_HOME=str(home), BINWATCH_MODEL_POLL_SECONDS="0.5")
+
+    first = start_server(env, tmp_path / "logs")
+    try:
+        with first.client() as client:
+            assert client.get("/healthz").json() == {"status": "alive"}
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.headers["content-type"] == "application/problem+json"
+            assert "binwatch models register" in ready.json()["detail"]
+            assert "--promote" in ready.json()["detail"]
+        keys = KEY.findall(first.log())
+        assert keys, first.log()
+        admin = keys[0]
+        assert set(keys) == {admin}, "one admin key, printed (in the banner and the curl hint) once"
+        with first.client(admin) as client:
+            no_model = client.post(
+                "/v1/predictions", files={"images": ("a.jpg", originals(1)[0].read_bytes())}
+            )
+            assert no_model.status_code == 503 and "binwatch models register" in no_model.json()["detail"]
+            assert client.get("/v1/models").json() == {"items": [], "next_cursor": None}
+    finally:
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit status -SIGTERM.
+        assert first.stop() in (0, -15), first.log()
+        assert "Application shutdown complete" in first.log()
+    assert (home / "binwatch.db").is_file()
+
+    second = start_server(env, tmp_path / "logs")
+    try:
+        with second.client(admin) as client:
+            assert client.get("/v1/models").status_code == 200, "the first key still works"
+        assert not KEY.search(second.log()), "the admin key is printed on the first start only"
+    finally:
+        second.stop()
+
+    registered = run_cli("models", "register", str(checkpoints[0]), "--promote", env=env)
+    assert "is now active" in registered.stdout
+    assert (home / "artifacts" / "models").is_dir()
+
+    third = start_server(env, tmp_path / "logs")
+    try:
+        ready = third.wait_ready()
+        assert ready["model"]["name"] == "tiny-seed1"
+        with third.client(admin) as client:
+            response = client.post(
+                "/v1/predictions", files={"images": ("a.jpg", originals(1)[0].read_bytes())}
+            )
+            assert response.status_code == 200, response.text
+        assert (home / "model-cache" / f"{ready['model']['sha256']}.pt").is_file()
+    finally:
+        third.stop()

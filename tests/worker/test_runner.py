@@ -1,0 +1,221 @@
+"""worker.runner in-process (no Celery): training, registration, promotion, resume on a new host, failures.
+
+Real Postgres, real ABID photos, real artifact stores (a local folder, and S3 on a moto server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from binwatch.settings import Settings
+from records import jobs, registry
+from records.artifacts import open_artifact_store
+from records.migrate import upgrade_database
+from records.orm import ModelVersion, Promotion, TrainingJob
+from tests.worker.support import Jobs
+from worker.runner import Outcome, Resources, run_job
+
+pytestmark = pytest.mark.slow
+
+
+def make_settings(pg_url: str, tmp: Path, **kw: object) -> Settings:
+    values: dict[str, object] = dict(
+        database_url=pg_url,
+        artifact_store=str(tmp / "artifacts"),
+        home=tmp / "home",
+        device="cpu",
+        job_heartbeat_seconds=0.5,
+        job_stale_after_seconds=3,
+        job_cancel_poll_seconds=0.2,
+        # Never contacted: these runs call the runner directly.
+        broker_url="redis://127.0.0.1:1/0",
+    )
+    values.update(kw)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def env(pg_url: str, tmp_path: Path) -> Iterator[tuple[Settings, Jobs, Resources]]:
+    upgrade_database(pg_url)
+    settings = make_settings(pg_url, tmp_path)
+    helper = Jobs(settings)
+    res = Resources(settings, helper.sessions, open_artifact_store(settings.resolved_artifact_store))
+    yield settings, helper, res
+    helper.close()
+
+
+def versions_of(helper: Jobs, job_id: str) -> list[ModelVersion]:
+    with helper.sessions() as s:
+        return list(s.scalars(sa.select(ModelVersion).where(ModelVersion.training_job_id == job_id)))
+
+
+def test_success_registers_one_version_and_applies_if_better(env: tuple[Settings, Jobs, Resources]) -> None:
+    settings, helper, res = env
+    first = helper.submit(policy="if_better", enqueue=False, epochs=2)
+    assert run_job(first, res) == Outcome.SUCCEEDED
+    job = helper.get(first)
+    assert job.status == "succeeded" and job.epoch == 2 and job.error is None
+    assert job.promotion_decision == "policy 'if_better': promoted, no model was active"
+    [version] = versions_of(helper, first)
+    assert job.model_version_id == version.id and version.is_active and version.source == "job"
+    assert res.artifacts.exists(version.artifact_key) and set(version.plots) == {
+        "confusion_matrix",
+        "training_curves",
+    }
+    assert version.metrics["evaluated_on"].startswith("this job's validation split")
+    assert [m.epoch for m in helper.epochs(first)] == [1, 2]
+    assert res.artifacts.list(f"jobs/{first}/epochs/") == []  # resume checkpoints are dropped on success
+
+    # A redelivered message for the finished job does nothing: still one version.
+    assert run_job(first, res) == Outcome.SKIPPED
+    assert len(versions_of(helper, first)) == 1
+
+    # if_better evaluates the active model on this job's own validation split, and says so.
+    second = helper.submit(policy="if_better", enqueue=False, epochs=1, seed=5)
+    assert run_job(second, res) == Outcome.SUCCEEDED
+    job2 = helper.get(second)
+    decision = job2.promotion_decision or ""
+    assert f"active version {version.id}" in decision and "on this job's validation split" in decision
+    [version2] = versions_of(helper, second)
+    with helper.sessions() as s:
+        active = registry.active_version(s)
+        promotions = list(s.scalars(sa.select(Promotion).order_by(Promotion.id)))
+    promoted = decision.startswith("policy 'if_better': promoted")
+    assert (active.id == version2.id) is promoted  # type: ignore[union-attr]
+    assert len(promotions) == (2 if promoted else 1)
+    assert promotions[0].actor == f"training job {first}" and promotions[0].reason == job.promotion_decision
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("missing", "does not exist"),
+        ("empty", "no images with metadata found"),
+        ("not-abid", "is not in ABID layout"),
+    ],
+)
+def test_unusable_dataset_fails_fast_with_a_readable_error(
+    env: tuple[Settings, Jobs, Resources], tmp_path: Path, layout: str, expected: str
+) -> None:
+    _settings, helper, res = env
+    root = tmp_path / "data"
+    if layout == "empty":
+        (root / "bin-images").mkdir(parents=True)
+        (root / "metadata").mkdir()
+    elif layout == "not-abid":
+        (root / "photos").mkdir(parents=True)
+    job_id = helper.submit({"uri": str(root)}, enqueue=False)
+    started = time.monotonic()
+    assert run_job(job_id, res) == Outcome.FAILED
+    assert time.monotonic() - started < 5
+    job = helper.get(job_id)
+    assert job.status == "failed" and job.error is not None
+    assert job.error.startswith("dataset: ") and expected in job.error and str(root) in job.error
+    assert versions_of(helper, job_id) == []
+
+
+def test_time_limit_fails_the_job(env: tuple[Settings, Jobs, Resources]) -> None:
+    _settings, helper, res = env
+    job_id = helper.submit(enqueue=False, epochs=50)
+    with helper.sessions() as s:  # below the API's minimum, to keep the test short
+        job = s.get(TrainingJob, job_id)
+        job.params = {**job.params, "time_limit_seconds": 3}  # type: ignore[union-attr]
+        s.commit()
+    assert run_job(job_id, res) == Outcome.FAILED
+    job = helper.get(job_id)
+    assert job.status == "failed" and "time limit of 3 s exceeded" in (job.error or "")
+    assert job.epoch < 50 and versions_of(helper, job_id) == []
+
+
+def test_worker_that_lost_its_job_stops_without_touching_it(env: tuple[Settings, Jobs, Resources]) -> None:
+    _settings, helper, res = env
+    job_id = helper.submit(enqueue=False, epochs=50)
+
+    def steal() -> bool:
+        # Another worker takes over (this one was presumed dead) once the first epoch is stored; the
+        # runner must notice through its heartbeat, not through this hook, so it always answers False.
+        with helper.sessions() as s:
+            s.execute(
+                sa.update(TrainingJob)
+                .where(TrainingJob.id == job_id, TrainingJob.epoch >= 1, TrainingJob.host != "other")
+                .values(host="other")
+            )
+            s.commit()
+        return False
+
+    assert run_job(job_id, res, shutdown_requested=steal) == Outcome.LOST
+    job = helper.get(job_id)
+    assert job.status == "running" and job.host == "other" and job.finished_at is None
+
+
+def test_resume_on_a_new_host_from_s3_artifacts(
+    pg_url: str, tmp_path: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    upgrade_database(pg_url)
+    settings_a = make_settings(
+        pg_url,
+        tmp_path,
+        artifact_store=f"s3://{s3_bucket}/bw",
+        s3_endpoint_url=moto_endpoint,
+        job_work_dir=tmp_path / "host-a",
+    )
+    helper = Jobs(settings_a)
+    store = open_artifact_store(settings_a.resolved_artifact_store, moto_endpoint)
+    try:
+        job_id = helper.submit(enqueue=False, epochs=3, policy="always")
+
+        # Host A stops (SIGTERM from a spot interruption notice) once epoch 1 is stored: the job goes back
+        # to the queue with its checkpoint in S3.
+        res_a = Resources(settings_a, helper.sessions, store)
+        assert (
+            run_job(job_id, res_a, shutdown_requested=lambda: helper.get(job_id).epoch >= 1)
+            == Outcome.REQUEUE
+        )
+        job = helper.get(job_id)
+        assert job.status == "queued" and job.epoch == 1
+        assert store.exists(f"jobs/{job_id}/epochs/0001/last.pt")
+        assert not (tmp_path / "host-a" / job_id).exists()
+
+        # Host B has an empty disk: everything it resumes from comes from S3.
+        settings_b = settings_a.model_copy(update={"job_work_dir": tmp_path / "host-b"})
+        res_b = Resources(settings_b, helper.sessions, store)
+        assert run_job(job_id, res_b) == Outcome.SUCCEEDED
+        rows = helper.epochs(job_id)
+        assert [r.epoch for r in rows] == [1, 2, 3]
+        run_a, run_b = rows[0].metrics["run"], rows[1].metrics["run"]
+        assert run_a != run_b and rows[2].metrics["run"] == run_b
+        assert rows[0].metrics["resumed_after_epoch"] == 0
+        assert rows[1].metrics["resumed_after_epoch"] == 1 and rows[2].metrics["resumed_after_epoch"] == 1
+        [version] = versions_of(helper, job_id)
+        assert version.metrics["resumed_after_epoch"] == 1 and version.is_active
+        assert store.exists(version.artifact_key) and version.artifact_key.startswith("models/")
+        with helper.sessions() as s:
+            assert jobs.get_job(s, job_id).host == run_b  # type: ignore[union-attr]
+    finally:
+        helper.close()
+
+
+def test_hard_time_limit_kill_is_recorded_on_the_job(
+    env: tuple[Settings, Jobs, Resources], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under the prefork pool Celery kills the process at the hard limit and calls on_failure in the
+    # worker's main process; that is the only place left to record it.
+    from celery.exceptions import TimeLimitExceeded
+
+    import worker.tasks
+    from worker.celery_app import app
+
+    _settings, helper, res = env
+    job_id = helper.submit(enqueue=False)
+    with helper.sessions() as s:
+        jobs.claim_job(s, job_id, "killed child", 3)
+    monkeypatch.setattr(worker.tasks, "resources", lambda: res)
+    task = app.tasks["binwatch.train"]
+    task.on_failure(TimeLimitExceeded(3900), "task-id", (job_id,), {}, None)
+    job = helper.get(job_id)
+    assert job.status == "failed" and job.error == "hard time limit of 3900 s exceeded; the job was killed"

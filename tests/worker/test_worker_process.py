@@ -1,0 +1,126 @@
+"""Real `binwatch worker` processes against real Redis and Postgres: a worker killed mid-job, a worker
+asked to stop, and the embedded default (SQLite, no Redis)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from records.orm import ModelVersion
+from tests.conftest import ABID
+from tests.worker.conftest import Stack
+from tests.worker.support import Jobs, settings_from_env, start_worker, wait_for, worker_env
+
+pytestmark = pytest.mark.slow
+
+# Enough photos that one epoch takes a couple of seconds on one CPU thread: room to kill inside epoch 2.
+LONGER_EPOCHS = {"uri": str(ABID), "limit": 200}
+
+
+def versions(helper: Jobs, job_id: str) -> list[ModelVersion]:
+    with helper.sessions() as s:
+        return list(s.scalars(sa.select(ModelVersion).where(ModelVersion.training_job_id == job_id)))
+
+
+def unacked(stack: Stack) -> int:
+    """Messages delivered but not acknowledged (kombu keeps them in a hash until ack or restore)."""
+    client = redis.Redis.from_url(stack.settings.resolved_broker_url)
+    try:
+        return int(client.hlen(f"{stack.settings.broker_key_prefix}unacked"))
+    finally:
+        client.close()
+
+
+def test_sigkill_during_epoch_2_resumes_on_a_new_worker(stack: Stack) -> None:
+    first = stack.worker("first")
+    first.wait_ready()
+    job_id = stack.jobs.submit(LONGER_EPOCHS, epochs=4, policy="always")
+
+    wait_for(lambda: stack.jobs.get(job_id).epoch >= 1, 120, "epoch 1 to be stored", interval=0.05)
+    first.kill(signal.SIGKILL)  # the whole process group, like a spot instance vanishing
+    first.proc.wait(timeout=10)
+    killed_at = time.monotonic()
+    job = stack.jobs.get(job_id)
+    assert job.status == "running" and job.epoch == 1, "the kill must land inside epoch 2"
+    killed_host = job.host
+    # Celery's reject_on_worker_lost cannot act (the main process itself died): the message is only
+    # parked as unacknowledged in Redis, which hands it out again after the visibility timeout.
+    assert unacked(stack) == 1
+
+    second = stack.worker("second")
+    job = stack.jobs.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=180)
+    assert job.status == "succeeded", f"{job.error}\n{stack.logs()}"
+    recovered_in = time.monotonic() - killed_at
+
+    rows = stack.jobs.epochs(job_id)
+    assert [r.epoch for r in rows] == [1, 2, 3, 4]
+    # Epoch 1 is the killed worker's row, untouched; epochs 2-4 were trained by the new worker after it
+    # restored epoch 1's checkpoint: resumed from epoch 2, not from zero.
+    assert rows[0].metrics["run"] == killed_host and rows[0].metrics["resumed_after_epoch"] == 0
+    for row in rows[1:]:
+        assert row.metrics["run"] == job.host != killed_host
+        assert row.metrics["resumed_after_epoch"] == 1
+    assert f"pid {second.pid} " in (job.host or "")
+    # The same message, redelivered (not a new one): both workers received the job's one task id.
+    received = f"[{job.celery_task_id}] received"
+    assert received in first.log() and received in second.log()
+    wait_for(lambda: unacked(stack) == 0, 15, "the new worker to acknowledge the message")
+    [version] = versions(stack.jobs, job_id)  # exactly one, although two workers ran the task
+    assert version.metrics["resumed_after_epoch"] == 1 and version.is_active
+    assert job.model_version_id == version.id
+    print(f"\nSIGKILL -> job finished on the new worker {recovered_in:.1f}s later (3 epochs trained)")
+
+
+def test_sigterm_gives_the_job_back_and_another_worker_resumes_it(stack: Stack) -> None:
+    first = stack.worker("first")
+    first.wait_ready()
+    job_id = stack.jobs.submit(LONGER_EPOCHS, epochs=3)
+    wait_for(lambda: stack.jobs.get(job_id).epoch >= 1, 120, "epoch 1 to be stored", interval=0.05)
+
+    stopped_at = time.monotonic()
+    first.kill(signal.SIGTERM)  # docker stop, or a spot interruption handler
+    first.proc.wait(timeout=30)
+    stop_s = time.monotonic() - stopped_at
+    job = stack.jobs.get(job_id)
+    assert job.status == "queued" and job.epoch in (1, 2), stack.logs()
+    assert stop_s < 15, f"the worker took {stop_s:.1f}s to stop"
+    assert "goes back to the queue" in first.log()
+
+    stack.worker("second")
+    job = stack.jobs.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=180)
+    assert job.status == "succeeded", f"{job.error}\n{stack.logs()}"
+    rows = stack.jobs.epochs(job_id)
+    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert rows[-1].metrics["resumed_after_epoch"] >= 1
+    assert len(versions(stack.jobs, job_id)) == 1
+
+
+# kombu's SQLAlchemy transport uses a loader option SQLAlchemy 2.1 deprecates; harmless here.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_embedded_default_worker_needs_no_redis(tmp_path: Path) -> None:
+    # No database URL, no broker URL, no artifact store: everything under BINWATCH_HOME.
+    env = worker_env(database_url=None, broker_url=None, home=tmp_path / "var")
+    settings = settings_from_env(env)
+    assert settings.resolved_broker_url.startswith("sqla+sqlite:///")
+    from records.migrate import upgrade_database
+
+    upgrade_database(settings.resolved_database_url)
+    helper = Jobs(settings)
+    worker = start_worker(env, tmp_path / "logs")
+    try:
+        job_id = helper.submit({"uri": str(ABID), "limit": 64}, epochs=1)
+        worker.wait_ready()
+        job = helper.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=180)
+        assert job.status == "succeeded", f"{job.error}\n{worker.log()}"
+        assert len(versions(helper, job_id)) == 1
+        assert (tmp_path / "var" / "broker.db").is_file() and (
+            tmp_path / "var" / "artifacts" / "models"
+        ).is_dir()
+    finally:
+        worker.stop(timeout=15)
+        helper.close()

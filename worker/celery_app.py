@@ -1,0 +1,14 @@
+"""The worker's Celery app: ``celery -A worker.celery_app worker`` and ``binwatch worker`` both use it.
+
+The configuration comes from records.job_queue (shared with the API, which only sends); this module adds
+the task implementation, which needs the ML core the API never imports.
+"""
+
+from __future__ import annotations
+
+from binwatch.settings import get_settings
+from records.job_queue import make_celery
+from worker.tasks import register_tasks
+
+app = make_celery(get_settings())
+register_tasks(app)

@@ -1,0 +1,598 @@
+"""Running one training job, so that it survives the faults a fleet of GPU hosts really has.
+
+- Claim: the job gets one live owner (records/jobs.py claim_job). A redelivered message for a finished job
+  does nothing; one for a job whose owner still sends heartbeats is handed back to the queue.
+- Resume on any host: the local work folder is rebuilt from the artifact store, from the checkpoint of the
+  last epoch the database records as done, so a job killed on one host continues on another.
+- Every epoch: checkpoint files to the artifact store first, *then* the epoch's metrics row and
+  ``job.epoch`` in one transaction. The database row is the pointer to the newest complete checkpoint;
+  an upload cut short by a crash is simply never pointed at.
+- Cancel, time limit, worker shutdown and a lost ownership all stop the loop through ``should_stop``,
+  polled every batch (the cancel flag is read from the database at most once per
+  ``job_cancel_poll_seconds``), so they take effect within about a second of training.
+- Success: the model, its metrics and plots go to the artifact store, then one transaction registers the
+  version (unique per job), applies the promotion policy and marks the job succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from binwatch.settings import Settings
+from model.abid import BinRecord, DatasetError, Source, load_records, open_source
+from model.checkpoint import CheckpointError, read_sidecar, sha256_file, sidecar_path
+from model.config import TrainConfig
+from model.metrics import Evaluation
+from model.subsets import SubsetSpec, select
+from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResult
+from records import jobs, model_versions, registry
+from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
+from records.db import make_engine, make_session_factory, session_scope
+from records.job_spec import DatasetSpec
+from records.orm import ModelVersion, TrainingJob
+from worker.promotion import Decision, decide
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # the job had already finished (a redelivered message), or does not exist
+    BUSY = "busy"  # another live worker runs it: give the message back to the queue
+    REQUEUE = "requeue"  # this worker is shutting down: the job goes back to the queue, resumable
+    LOST = "lost"  # another worker took the job over from us: leave it alone
+
+
+class StopReason(StrEnum):
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+    TIME_LIMIT = "time_limit"
+    LEASE_LOST = "lease_lost"
+
+
+class LeaseLost(RuntimeError):
+    """Another worker owns the job now (ours was presumed dead); stop without touching the job."""
+
+
+# ------------------------------------------------------------------------------------- process resources
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    artifacts: ArtifactStore
+
+
+_resources: dict[int, Resources] = {}
+_resources_lock = threading.Lock()
+
+
+def resources(settings: Settings | None = None) -> Resources:
+    """This process's database engine and artifact store (per pid: prefork children build their own,
+    since a connection pool inherited across fork would share sockets with the parent)."""
+    pid = os.getpid()
+    with _resources_lock:
+        res = _resources.get(pid)
+        if res is None:
+            from binwatch.settings import get_settings
+
+            settings = settings or get_settings()
+            engine = make_engine(settings.resolved_database_url)
+            artifacts = open_artifact_store(
+                settings.resolved_artifact_store, settings.s3_endpoint_url, settings.s3_region
+            )
+            res = Resources(settings, make_session_factory(engine), artifacts)
+            _resources[pid] = res
+        return res
+
+
+def owner_token() -> str:
+    """Who runs the job, for people ("host") and for the ownership checks (unique per task run: in a
+    container the pid is the same after every restart)."""
+    return f"{socket.gethostname()} pid {os.getpid()} run {uuid.uuid4().hex[:8]}"
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class JobData:
+    source: Source
+    train: list[BinRecord]
+    val: list[BinRecord]
+    split: str  # the validation split in words, for the promotion decision
+
+
+def load_job_data(spec: DatasetSpec) -> JobData:
+    """The job's bins, split as ``binwatch train`` splits them; DatasetError/ValueError if unusable."""
+    from binwatch.cli.ml import split_records  # the CLI's split, so job and CLI figures compare
+
+    source = open_source(spec.uri, endpoint_url=spec.endpoint_url)
+    source.probe()
+    records = load_records(source)
+    if spec.ids is not None:
+        wanted = set(spec.ids)
+        records = [r for r in records if r.id in wanted]
+    records = select(
+        records, SubsetSpec(spec.min_count, spec.max_count, None, None, None, spec.limit, spec.seed)
+    )
+    if not records:
+        raise DatasetError(f"no bins in {spec.uri} match the subset options")
+    train, val = split_records(records, spec.val_fraction, spec.seed)
+    if not train or not val:
+        raise DatasetError(
+            f"{len(records)} bins selected from {spec.uri}: too few for a training and a validation split"
+        )
+    manifest_split = bool(val) and all(r.split == "val" for r in val)
+    where = "its manifest's val split" if manifest_split else f"a stratified {spec.val_fraction:.0%} split"
+    return JobData(source, train, val, f"this job's validation split ({len(val)} bins, {where})")
+
+
+# ------------------------------------------------------------------------------------------- heartbeats
+
+
+class Heartbeat(threading.Thread):
+    """Keeps ``heartbeat_at`` fresh while the job runs, including through phases with no training hook
+    (decoding the dataset, calibration, evaluation), and notices when the job was taken over."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, owner: str, every_s: float) -> None:
+        super().__init__(name=f"heartbeat-{job_id[:8]}", daemon=True)
+        self.sessions, self.job_id, self.owner, self.every_s = sessions, job_id, owner, every_s
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            try:
+                with self.sessions() as session:
+                    if not jobs.heartbeat(session, self.job_id, self.owner):
+                        self.lost.set()
+                        return
+            except Exception:  # noqa: BLE001 - a database blip must not kill the job; the next beat retries
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ the job run
+
+
+def _num(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class JobRun:
+    def __init__(
+        self,
+        job_id: str,
+        res: Resources,
+        shutdown_requested: Callable[[], bool] = lambda: False,
+        owner: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.res = res
+        self.settings = res.settings
+        self.artifacts = res.artifacts
+        self.shutdown_requested = shutdown_requested
+        self.owner = owner or owner_token()
+        self.stop_reason: StopReason | None = None
+        self.start_epoch = 0
+        self.best_epoch: int | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.work_dir = self.settings.resolved_job_work_dir / job_id
+        self._cancel_checked_at = -math.inf
+        self._cancel = False
+        self._deadline = math.inf
+        self.soft_limit_s = self.settings.job_time_limit_seconds
+        self._current_epoch = 0
+
+    # -- keys in the artifact store
+    def epoch_prefix(self, epoch: int) -> str:
+        return f"jobs/{self.job_id}/epochs/{epoch:04d}"
+
+    def session(self) -> Session:
+        return self.res.sessions()
+
+    # -- the whole run
+    def run(self) -> Outcome:
+        with self.session() as session:
+            claim = jobs.claim_job(session, self.job_id, self.owner, self.settings.job_stale_after_seconds)
+        if claim.outcome == jobs.ClaimOutcome.BUSY:
+            log.warning(
+                "job %s is running on %s with a fresh heartbeat; this delivery goes back to the queue "
+                "(Redis redelivers after BINWATCH_BROKER_VISIBILITY_TIMEOUT=%ss, which must exceed the "
+                "longest job)",
+                self.job_id,
+                claim.job.host if claim.job else "?",
+                self.settings.resolved_visibility_timeout,
+            )
+            return Outcome.BUSY
+        if claim.outcome == jobs.ClaimOutcome.CANCELLED:
+            log.info("job %s was cancelled before it ran", self.job_id)
+            return Outcome.CANCELLED
+        if claim.outcome != jobs.ClaimOutcome.CLAIMED:
+            log.info("job %s: nothing to do (%s)", self.job_id, claim.outcome)
+            return Outcome.SKIPPED
+        job = claim.job
+        assert job is not None
+        log.info("job %s claimed by %s (resuming after epoch %d)", self.job_id, self.owner, job.epoch)
+        self.heartbeat = Heartbeat(
+            self.res.sessions, self.job_id, self.owner, self.settings.job_heartbeat_seconds
+        )
+        self.heartbeat.start()
+        try:
+            return self._run_claimed(job)
+        finally:
+            self.heartbeat.stop()
+
+    def _run_claimed(self, job: TrainingJob) -> Outcome:
+        self.soft_limit_s = int(job.params.get("time_limit_seconds") or self.settings.job_time_limit_seconds)
+        self._deadline = time.monotonic() + self.soft_limit_s
+        try:
+            spec = DatasetSpec.model_validate(job.dataset)
+            cfg = TrainConfig.model_validate({**job.params["config"], "device": self.settings.device})
+            if multiprocessing.current_process().daemon and cfg.num_workers:
+                # Celery's prefork children are daemonic, and daemonic processes cannot start the
+                # DataLoader's worker processes. Load in-process instead (slower; the solo pool has no
+                # such limit, which is one reason it is the recommended pool).
+                log.warning("job %s: prefork pool, so images are loaded without DataLoader workers", job.id)
+                cfg = cfg.model_copy(update={"num_workers": 0})
+            data = load_job_data(spec)
+            self._check_not_stopped_before_training()
+            self.start_epoch = self._restore_checkpoints(job)
+            result = self._train(cfg, data)
+            return self._succeed(job, cfg, data, result)
+        except TrainingCancelled as exc:
+            return self._stopped(str(exc))
+        except LeaseLost:
+            log.warning("job %s was taken over by another worker; this run stops here", self.job_id)
+            return Outcome.LOST
+        except Exception as exc:  # noqa: BLE001 - every failure ends up on the job, readable
+            from celery.exceptions import SoftTimeLimitExceeded
+
+            if isinstance(exc, SoftTimeLimitExceeded):
+                self.stop_reason = StopReason.TIME_LIMIT
+                return self._stopped("stopped by Celery's soft time limit")
+            message = self._describe(exc)
+            log.error("job %s failed: %s", self.job_id, message, exc_info=not isinstance(exc, DatasetError))
+            with self.session() as session:
+                jobs.finish_job(session, self.job_id, self.owner, "failed", error=message)
+            return Outcome.FAILED
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    @staticmethod
+    def _describe(exc: BaseException) -> str:
+        if isinstance(exc, DatasetError):
+            return f"dataset: {exc}"
+        if isinstance(exc, CheckpointError):
+            return f"checkpoint: {exc}"
+        if isinstance(exc, ValueError):
+            return str(exc)  # the ML core's ValueErrors are written for users ("no training images left…")
+        return f"{type(exc).__name__}: {exc}"
+
+    # -- stopping
+    def should_stop(self) -> bool:
+        if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            self.stop_reason = StopReason.LEASE_LOST
+            return True
+        if self.shutdown_requested():
+            self.stop_reason = StopReason.SHUTDOWN
+            return True
+        now = time.monotonic()
+        if now > self._deadline:
+            self.stop_reason = StopReason.TIME_LIMIT
+            return True
+        if now - self._cancel_checked_at >= self.settings.job_cancel_poll_seconds:
+            self._cancel_checked_at = now
+            try:
+                with self.session() as session:
+                    self._cancel = jobs.cancel_requested(session, self.job_id)
+            except Exception:  # noqa: BLE001 - keep training through a database blip; poll again later
+                log.warning("could not read the cancel flag of job %s", self.job_id, exc_info=True)
+        if self._cancel:
+            self.stop_reason = StopReason.CANCEL
+            return True
+        return False
+
+    def _check_not_stopped_before_training(self) -> None:
+        self._cancel_checked_at = -math.inf  # read the flag now, whatever the cache says
+        if self.should_stop():
+            raise TrainingCancelled("stopped before training started")
+
+    def _stopped(self, detail: str) -> Outcome:
+        reason = self.stop_reason
+        if reason == StopReason.LEASE_LOST:
+            log.warning("job %s was taken over by another worker; this run stops here", self.job_id)
+            return Outcome.LOST
+        with self.session() as session:
+            if reason == StopReason.SHUTDOWN:
+                # Back to the queue; whoever takes it resumes from the last stored epoch.
+                jobs.release_job(session, self.job_id, self.owner)
+                log.warning("worker shutting down: job %s goes back to the queue (%s)", self.job_id, detail)
+                return Outcome.REQUEUE
+            if reason == StopReason.TIME_LIMIT:
+                jobs.finish_job(
+                    session,
+                    self.job_id,
+                    self.owner,
+                    "failed",
+                    error=f"time limit of {self.soft_limit_s} s exceeded ({detail}; {self._current_epoch} "
+                    f"epochs were finished)",
+                )
+                return Outcome.FAILED
+            jobs.finish_job(session, self.job_id, self.owner, "cancelled")
+        log.info("job %s cancelled (%s)", self.job_id, detail)
+        self._delete_prefix(f"jobs/{self.job_id}/epochs/")
+        return Outcome.CANCELLED
+
+    # -- resume
+    def _restore_checkpoints(self, job: TrainingJob) -> int:
+        """Rebuild the work folder from the artifact store; returns the epoch training resumes after."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        done = job.epoch
+        if done <= 0:
+            return 0
+        with self.session() as session:
+            rows = jobs.epoch_metrics(session, self.job_id)
+        best = [r.epoch for r in rows if r.epoch <= done and (r.metrics or {}).get("is_best")]
+        self.best_epoch = max(best) if best else None
+        try:
+            for name in ("last.pt", "last.json"):
+                self.artifacts.download(f"{self.epoch_prefix(done)}/{name}", self.work_dir / name)
+            if self.best_epoch is not None:
+                for name in ("best.pt", "best.json"):
+                    self.artifacts.download(
+                        f"{self.epoch_prefix(self.best_epoch)}/{name}", self.work_dir / name
+                    )
+        except ArtifactNotFound as exc:
+            # The database says these exist; someone deleted them. Starting over is the only way on.
+            log.warning(
+                "job %s: checkpoint of epoch %d missing (%s); training starts over", self.job_id, done, exc
+            )
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir.mkdir(parents=True)
+            self.best_epoch = None
+            return 0
+        log.info("job %s resumes after epoch %d (best so far: epoch %s)", self.job_id, done, self.best_epoch)
+        return done
+
+    # -- training
+    def _train(self, cfg: TrainConfig, data: JobData) -> TrainResult:
+        from model.training import train
+
+        hooks = TrainHooks(on_epoch_end=self._on_epoch_end, should_stop=self.should_stop, stop_check_every=1)
+        self._current_epoch = self.start_epoch
+        return train(
+            cfg,
+            data.source,
+            data.train,
+            data.val,
+            self.work_dir,
+            hooks,
+            resume=True,
+            progress=False,
+        )
+
+    def _on_epoch_end(self, ep: EpochResult) -> None:
+        prefix = self.epoch_prefix(ep.epoch)
+        # Best before last: a crash in between leaves the database pointing at the previous epoch, whose
+        # files are all still there (older epochs are pruned only after the pointer moves).
+        if ep.is_best:
+            self.artifacts.put_file(f"{prefix}/best.pt", ep.best_path)
+            self.artifacts.put_file(f"{prefix}/best.json", sidecar_path(ep.best_path))
+        self.artifacts.put_file(f"{prefix}/last.pt", ep.last_path)
+        self.artifacts.put_file(f"{prefix}/last.json", sidecar_path(ep.last_path))
+        summary = ep.summary()
+        metrics = model_versions.finite_json(
+            {
+                **summary,
+                "is_best": ep.is_best,
+                "run": self.owner,
+                "resumed_after_epoch": self.start_epoch,
+                "checkpoint": prefix,
+            }
+        )
+        with self.session() as session:
+            stored = jobs.record_epoch(
+                session,
+                self.job_id,
+                self.owner,
+                epoch=ep.epoch,
+                train_loss=ep.train_loss,
+                val_loss=_num(ep.val_loss),
+                val_accuracy=_num(ep.evaluation.accuracy),
+                val_rmse=_num(ep.evaluation.rmse),
+                duration_s=ep.duration_s,
+                metrics=metrics,
+            )
+        if not stored:
+            raise LeaseLost(self.job_id)
+        if ep.is_best:
+            self.best_epoch = ep.epoch
+        self._current_epoch = ep.epoch
+        log.info(
+            "job %s epoch %d/%d: train loss %.4f, val loss %.4f, val accuracy %.3f (%.1fs)%s",
+            self.job_id,
+            ep.epoch,
+            ep.epochs,
+            ep.train_loss,
+            ep.val_loss,
+            ep.evaluation.accuracy,
+            ep.duration_s,
+            " best" if ep.is_best else "",
+        )
+        self._prune(ep.epoch)
+
+    def _prune(self, current: int) -> None:
+        """Drop checkpoints nothing points at any more: only the newest epoch's last.* (what the database
+        points at) and the best epoch's best.* are needed to resume. Best-effort: storage, not correctness."""
+        keep = {f"{self.epoch_prefix(current)}/last.pt", f"{self.epoch_prefix(current)}/last.json"}
+        if self.best_epoch is not None:
+            keep |= {
+                f"{self.epoch_prefix(self.best_epoch)}/best.pt",
+                f"{self.epoch_prefix(self.best_epoch)}/best.json",
+            }
+        try:
+            for key in self.artifacts.list(f"jobs/{self.job_id}/epochs/"):
+                if key not in keep:
+                    self.artifacts.delete(key)
+        except Exception:  # noqa: BLE001
+            log.warning("job %s: could not prune old checkpoints", self.job_id, exc_info=True)
+
+    def _delete_prefix(self, prefix: str) -> None:
+        try:
+            for key in self.artifacts.list(prefix):
+                self.artifacts.delete(key)
+        except Exception:  # noqa: BLE001 - leftover files cost storage, not correctness
+            log.warning("could not delete %s", prefix, exc_info=True)
+
+    # -- success
+    def _evaluate_version(
+        self, artifact_key: str, sha256: str, data: JobData, cfg: TrainConfig
+    ) -> Evaluation:
+        from model.evaluation import evaluate_checkpoint
+
+        path = self.work_dir / "active" / "model.pt"
+        self.artifacts.download(artifact_key, path)
+        digest = sha256_file(path)
+        if digest != sha256:
+            raise CheckpointError(
+                f"{artifact_key} has sha256 {digest[:12]}…, the registry says {sha256[:12]}…"
+            )
+        # workers=0: this process has initialised CUDA by now, and must not fork.
+        return evaluate_checkpoint(
+            path,
+            data.source,
+            data.val,
+            device=self.settings.device,
+            batch_size=cfg.batch_size,
+            workers=0,
+            progress=False,
+        ).evaluation
+
+    def _register(self, job: TrainingJob, data: JobData, result: TrainResult) -> ModelVersion:
+        """The job's one model version: found if an earlier delivery registered it, else uploaded and added.
+
+        Its own transaction, before the promotion: a crash between the two leaves a registered version
+        and a running job, and the redelivered task (which resumes after the last epoch, so it only
+        re-evaluates) finds the version by its unique training_job_id instead of adding a second one.
+        """
+        evaluation = result.evaluation
+        meta = read_sidecar(result.best_path) or {}
+        meta["metrics"] = model_versions.finite_json(
+            {
+                **evaluation.to_dict(),
+                "temperature": result.temperature,
+                "evaluated_on": data.split,
+                "dataset": job.dataset.get("uri"),
+                "train_bins": len(data.train),
+                "history": result.history,
+                "resumed_after_epoch": result.resumed_from_epoch,
+            }
+        )
+        name = str(job.params.get("model_name") or f"job-{self.job_id[:8]}")
+        with self.session() as session:
+            existing = registry.version_for_job(session, self.job_id)
+            if existing is not None:
+                return existing
+            try:
+                version, _created = model_versions.register_checkpoint(
+                    session,
+                    self.artifacts,
+                    result.best_path,
+                    meta,
+                    name=name,
+                    source="job",
+                    training_job_id=self.job_id,
+                    plots=result.plots,
+                )
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                existing = registry.version_for_job(session, self.job_id)
+                if existing is None:
+                    raise
+                return existing
+            return version
+
+    def _succeed(self, job: TrainingJob, cfg: TrainConfig, data: JobData, result: TrainResult) -> Outcome:
+        version = self._register(job, data, result)
+        for _attempt in range(3):
+            with self.session() as session:
+                active = registry.active_version(session)
+                active_id = active.id if active else None
+                active_ref = (active.artifact_key, active.sha256) if active else None
+                session.commit()
+
+            def evaluate_active(ref: tuple[str, str] | None = active_ref) -> Evaluation:
+                assert ref is not None  # decide() only calls this when a version is active
+                return self._evaluate_version(ref[0], ref[1], data, cfg)
+
+            if active_id == version.id:  # an earlier delivery promoted it and died before finishing
+                decision = Decision(True, job.promotion_decision or "promoted by an earlier attempt")
+            else:
+                decision = decide(
+                    job.promotion_policy, result.evaluation, data.split, active_id, evaluate_active
+                )
+            with self.session() as session:
+                registry.lock_promotions(session)
+                now_active = registry.active_version(session)
+                if (now_active.id if now_active else None) != active_id:
+                    session.rollback()  # someone promoted meanwhile: decide again against the new one
+                    continue
+                mine = session.get(ModelVersion, version.id)
+                assert mine is not None
+                if decision.promote and not mine.is_active:
+                    registry.promote(
+                        session, mine, actor=f"training job {self.job_id}", reason=decision.reason
+                    )
+                ours = jobs.finish_job(
+                    session,
+                    self.job_id,
+                    self.owner,
+                    "succeeded",
+                    promotion_decision=decision.reason,
+                    model_version_id=version.id,
+                    commit=False,
+                )
+                if not ours:
+                    session.rollback()
+                    raise LeaseLost(self.job_id)
+                session.commit()
+            log.info("job %s succeeded: model version %s; %s", self.job_id, version.id, decision.reason)
+            self._delete_prefix(f"jobs/{self.job_id}/epochs/")
+            return Outcome.SUCCEEDED
+        raise RuntimeError("could not apply the promotion policy: the active version kept changing")
+
+
+def fail_abandoned(sessions: sessionmaker[Session], job_id: str, error: str) -> bool:
+    """Fail a running job whose task was killed by Celery's hard time limit (called from the parent)."""
+    with session_scope(sessions) as session:
+        return jobs.fail_running(session, job_id, error)
+
+
+def run_job(
+    job_id: str, res: Resources | None = None, shutdown_requested: Callable[[], bool] = lambda: False
+) -> Outcome:
+    return JobRun(job_id, res or resources(), shutdown_requested).run()
