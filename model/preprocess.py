@@ -68,6 +68,11 @@ def open_image(source: ImageInput, max_pixels: int = 50_000_000) -> Image.Image:
         raise ImageDecodeError("not a recognised image format (send a JPEG or PNG photo)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image has too many pixels ({exc})") from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        # e.g. a JPEG cut off inside its header: Pillow fails while reading it, before any pixel.
+        raise ImageDecodeError(f"image data is corrupt or truncated ({exc})") from exc
     width, height = img.size
     if width * height > max_pixels:
         raise ImageDecodeError(

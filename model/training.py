@@ -198,8 +198,9 @@ def _schedule(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "onecycle":
-        pct = min(0.5, max(0.01, cfg.warmup_epochs * steps_per_epoch / total))
+    # OneCycleLR needs at least two steps in each of its phases; very short runs use warm-up + cosine.
+    if cfg.schedule == "onecycle" and total >= 8:
+        pct = min(0.5, max(2.5 / total, cfg.warmup_epochs * steps_per_epoch / total))
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
 

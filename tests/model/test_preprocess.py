@@ -81,3 +81,10 @@ def test_pad_resize_keeps_aspect() -> None:
     x = preprocess(jpeg_bytes(img), Preprocessing(image_size=32, resize="pad"))
     # padded rows at the top are the mean colour -> normalise to ~0
     assert x[:, 0, :].abs().max() < 0.05
+
+
+def test_jpeg_cut_inside_its_header_is_a_decode_error(abid_root: Path) -> None:
+    good = next((abid_root / "bin-images").glob("*.jpg")).read_bytes()
+    for cut in (4, 20, 100, 300):
+        with pytest.raises(ImageDecodeError):
+            load_rgb(good[:cut], 32)

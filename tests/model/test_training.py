@@ -237,3 +237,17 @@ def test_pretrained_weights_only_from_a_local_file(tmp_path: Path) -> None:
     assert torch.equal(net.conv1.weight, donor.conv1.weight)
     with pytest.raises(PretrainedWeightsError, match="does not hold resnet34"):
         build_resnet("resnet34", 7, tmp_path / "r18.pth")
+
+
+@pytest.mark.parametrize("batches,epochs", [(1, 1), (2, 1), (1, 3), (3, 3)])
+def test_one_cycle_schedule_survives_tiny_runs(batches: int, epochs: int) -> None:
+    from model.training import _optimizer, _schedule
+
+    net = build_resnet("resnet18", 3)
+    cfg = tiny_config(epochs=epochs, schedule="onecycle")
+    opt = _optimizer(net, cfg)
+    sched = _schedule(opt, cfg, batches)
+    for _ in range(batches * epochs):
+        opt.step()
+        sched.step()
+    assert all(g["lr"] >= 0 for g in opt.param_groups)
