@@ -28,9 +28,9 @@ from typing import Any
 
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
+from sqlalchemy.engine import make_url
 
 from binwatch.settings import Settings
-from records.db import safe_url
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,12 @@ class QueueUnavailable(RuntimeError):
     """The broker could not be reached (or refused the message), so nothing was queued."""
 
 
-def _redact_broker(url: str) -> str:
+def redact_broker_url(url: str) -> str:
     """The broker URL without its password, for messages users and logs see."""
     if url.startswith(("sqla+", "sqlalchemy+")):
         prefix, _, rest = url.partition("+")
         try:
-            return f"{prefix}+{safe_url(rest)}"
+            return f"{prefix}+{make_url(rest).render_as_string(hide_password=True)}"
         except Exception:  # noqa: BLE001 - a URL we cannot parse is shown without its credentials part
             return f"{prefix}+…"
     scheme, sep, rest = url.partition("://")
@@ -156,14 +156,14 @@ def enqueue_training(
         )
     except (OperationalError, KombuError, OSError, TimeoutError) as exc:
         raise QueueUnavailable(
-            f"the job queue at {_redact_broker(settings.resolved_broker_url)} is unreachable ({exc}); "
+            f"the job queue at {redact_broker_url(settings.resolved_broker_url)} is unreachable ({exc}); "
             "the job was not queued"
         ) from exc
     except Exception as exc:
         # redis-py raises its own ConnectionError/TimeoutError classes, which kombu does not always wrap.
         if _is_connection_error(exc):
             raise QueueUnavailable(
-                f"the job queue at {_redact_broker(settings.resolved_broker_url)} is unreachable ({exc}); "
+                f"the job queue at {redact_broker_url(settings.resolved_broker_url)} is unreachable ({exc}); "
                 "the job was not queued"
             ) from exc
         raise

@@ -381,6 +381,11 @@ def worker(
     from binwatch.settings import get_settings
 
     settings = get_settings()
+    if (pool or settings.worker_pool) != "solo":
+        err.print(
+            "[yellow]warning:[/] the solo pool is the one meant for training (docs/deployment.md): prefork "
+            "children cannot start DataLoader workers, so images load in-process there"
+        )
     if settings.auto_migrate:
         # The worker may start before the API on a fresh database; alembic serialises concurrent upgrades.
         from records.migrate import upgrade_database

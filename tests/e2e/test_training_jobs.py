@@ -23,7 +23,7 @@ from records.job_queue import TRAINING_QUEUE
 from records.orm import ModelVersion, Promotion
 from tests.api.support import BINWATCH, start_server
 from tests.conftest import ABID, REPO, free_port
-from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import Deployment, create_key
 from tests.worker.support import wait_for
 from tests.worker.test_job_queue import RedisServer
 
@@ -223,9 +223,26 @@ def test_unusable_dataset_fails_fast_with_a_readable_error(deployment: Deploymen
         assert "queued training job" in done.stdout and "failed" in done.stdout
         assert "dataset folder /nonexistent/abid does not exist" in done.stderr
 
-        # Invalid hyperparameters never reach the queue.
+
+def test_submissions_are_validated_and_need_the_train_scope(deployment: Deployment) -> None:
+    dep = deployment
+    with client(dep) as http:
+        before = http.get("/v1/training-jobs", params={"limit": 200}).json()["items"]
         bad = submit(http, hyperparameters={"recipe": "fast"})
         assert bad.status_code == 422 and "unknown recipe 'fast'" in bad.json()["detail"]
+        too_long = submit(http, hyperparameters={"recipe": "smoke", "time_limit_seconds": 10**6})
+        assert too_long.status_code == 422 and "BINWATCH_JOB_TIME_LIMIT_SECONDS" in too_long.json()["detail"]
+        typo = submit(http, dataset={"uri": str(ABID), "limits": 5})
+        assert typo.status_code == 422 and "limits" in typo.text
+        scheme = submit(http, dataset={"uri": "gs://bucket/abid"})
+        assert scheme.status_code == 422 and "s3://" in scheme.text
+        # Nothing was recorded for them: invalid requests never become jobs.
+        assert http.get("/v1/training-jobs", params={"limit": 200}).json()["items"] == before
+        assert http.get(f"/v1/training-jobs/{'0' * 32}").status_code == 404
+    predict_only = create_key(dep.jobs, ["predict"])
+    with httpx.Client(base_url=dep.api.url, headers={"X-API-Key": predict_only}, timeout=30) as http:
+        r = submit(http)
+        assert r.status_code == 403 and "'train'" in r.json()["detail"]
 
 
 def test_cli_lists_shows_and_cancels(deployment: Deployment) -> None:

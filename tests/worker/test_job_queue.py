@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +21,10 @@ from records.job_queue import (
     celery_config,
     enqueue_training,
     make_celery,
+    redact_broker_url,
     time_limits,
 )
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import REPO, free_port, wait_for_port
 from tests.worker.support import delete_redis_prefix
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -156,3 +158,39 @@ def test_enqueue_fails_fast_while_redis_is_down_and_recovers_without_restart(
         assert client.llen(TRAINING_QUEUE) == 1  # only "after": the restarted server started empty
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("rediss://app:s3cret@cache.example:6380/1", "rediss://app:***@cache.example:6380/1"),
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+        ("sqla+postgresql://u:s3cret@db/broker", "sqla+postgresql://u:***@db/broker"),
+        ("sqla+sqlite:////var/lib/binwatch/broker.db", "sqla+sqlite:////var/lib/binwatch/broker.db"),
+    ],
+)
+def test_broker_passwords_never_reach_messages(url: str, shown: str) -> None:
+    assert redact_broker_url(url) == shown
+    if url.startswith("redis://:s3cret@"):  # the error of a real (refused) connection, too
+        settings = Settings(_env_file=None, broker_url=url.replace("redis:6379", "127.0.0.1:1"))
+        with pytest.raises(QueueUnavailable) as info:
+            enqueue_training(make_celery(settings, producer=True), settings, "j", "t")
+        assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("imports", "forbidden"),
+    [
+        ("api.app, api.routes.training_jobs", "worker"),
+        ("worker.celery_app, worker.tasks, worker.runner, worker.healthcheck, binwatch.cli", "api"),
+    ],
+)
+def test_api_and_worker_never_import_each_other(imports: str, forbidden: str) -> None:
+    code = (
+        f"import sys, {imports}\n"
+        f"bad = sorted(m for m in sys.modules if m == {forbidden!r} or m.startswith({forbidden!r} + '.'))\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
