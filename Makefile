@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 venv: $(BIN)/.installed
 
 run: venv
-	$(BIN)/binwatch serve
+	$(BIN)/binwatch serve --with-worker
 
 test: venv
 	bash scripts/ensure-services.sh

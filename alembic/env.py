@@ -17,9 +17,9 @@ from logging.config import fileConfig
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from records.db import make_engine, normalize_url
 from records.orm import Base
 

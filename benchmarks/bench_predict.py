@@ -58,7 +58,9 @@ def main() -> None:
 
     full = timed(decode_full) / len(blobs) * 1e3
     draft = timed(decode_draft) / len(blobs) * 1e3
-    print(f"decode+resize per photo: full decode {full:.2f} ms, draft mode {draft:.2f} ms ({full / draft:.1f}x)")
+    print(
+        f"decode+resize per photo: full decode {full:.2f} ms, draft mode {draft:.2f} ms ({full / draft:.1f}x)"
+    )
 
     tensors = torch.stack([predictor.preprocess(b) for b in blobs])
     predictor.predict_tensors(tensors[:2])  # warm-up

@@ -133,3 +133,16 @@ def apply_classes(records: Sequence[BinRecord], classes: CountClasses) -> list[B
 
 def histogram(records: Sequence[BinRecord]) -> dict[int, int]:
     return dict(sorted(Counter(r.count for r in records).items()))
+
+
+def split_records(
+    records: list[BinRecord], val_fraction: float, seed: int
+) -> tuple[list[BinRecord], list[BinRecord]]:
+    """The manifest's train/val split when the dataset has one (comparable figures), else a stratified one."""
+    if any(r.split for r in records):
+        train = [r for r in records if r.split == "train"]
+        val = [r for r in records if r.split == "val"]
+        if train and val:
+            return train, val
+    train, val, _ = stratified_split(records, val_fraction=val_fraction, seed=seed)
+    return train, val

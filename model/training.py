@@ -272,6 +272,16 @@ def train(
     classes, pre = cfg.count_classes(), cfg.preprocessing()
     augment = cfg.augmentation()
 
+    # Data first: its DataLoader workers fork, which must happen before CUDA is initialised.
+    calib_records: list[BinRecord] = []
+    if cfg.calibrate and cfg.calibration_fraction > 0:
+        # Fit the temperature on bins held out of training, so the validation split stays untouched.
+        train_records, calib_records, _ = stratified_split(
+            train_records, val_fraction=cfg.calibration_fraction, seed=cfg.seed
+        )
+    train_ds, val_ds = build_datasets(source, train_records, val_records, cfg, progress)
+    calib_ds = BinImages(source, calib_records, classes, pre) if calib_records else None
+
     torch.manual_seed(cfg.seed)  # torchvision init draws from the default generator
     net = build_resnet(cfg.architecture, classes.num_classes, cfg.pretrained).to(device)
     if cfg.channels_last:
@@ -282,14 +292,6 @@ def train(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
         )
 
-    calib_records: list[BinRecord] = []
-    if cfg.calibrate and cfg.calibration_fraction > 0:
-        # Fit the temperature on bins held out of training, so the validation split stays untouched.
-        train_records, calib_records, _ = stratified_split(
-            train_records, val_fraction=cfg.calibration_fraction, seed=cfg.seed
-        )
-    train_ds, val_ds = build_datasets(source, train_records, val_records, cfg, progress)
-    calib_ds = BinImages(source, calib_records, classes, pre) if calib_records else None
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)

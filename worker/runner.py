@@ -37,7 +37,7 @@ from model.abid import BinRecord, DatasetError, Source, load_records, open_sourc
 from model.checkpoint import CheckpointError, read_sidecar, sha256_file, sidecar_path
 from model.config import TrainConfig
 from model.metrics import Evaluation
-from model.subsets import SubsetSpec, select
+from model.subsets import SubsetSpec, select, split_records
 from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResult
 from records import jobs, model_versions, registry
 from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
@@ -122,7 +122,6 @@ class JobData:
 
 def load_job_data(spec: DatasetSpec) -> JobData:
     """The job's bins, split as ``binwatch train`` splits them; DatasetError/ValueError if unusable."""
-    from binwatch.cli.ml import split_records  # the CLI's split, so job and CLI figures compare
 
     source = open_source(spec.uri, endpoint_url=spec.endpoint_url)
     source.probe()

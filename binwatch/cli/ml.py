@@ -17,7 +17,7 @@ from rich.table import Table
 
 from binwatch.cli.helptext import command
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
-from model.subsets import SubsetSpec, select, stratified_split
+from model.subsets import SubsetSpec, select, split_records
 
 console = Console()
 err = Console(stderr=True)
@@ -50,19 +50,6 @@ def read_dataset(data: str, endpoint_url: str | None, spec: SubsetSpec) -> tuple
     if not records:
         raise fail(f"no bins in {data} match the subset options")
     return source, records
-
-
-def split_records(
-    records: list[BinRecord], val_fraction: float, seed: int
-) -> tuple[list[BinRecord], list[BinRecord]]:
-    """The manifest's train/val split when the dataset has one (comparable figures), else a stratified one."""
-    if any(r.split for r in records):
-        train = [r for r in records if r.split == "train"]
-        val = [r for r in records if r.split == "val"]
-        if train and val:
-            return train, val
-    train, val, _ = stratified_split(records, val_fraction=val_fraction, seed=seed)
-    return train, val
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +74,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default BINWATCH_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default BINWATCH_PORT).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default BINWATCH_WORKERS).")] = None,
+    with_worker: Annotated[
+        bool,
+        typer.Option(
+            "--with-worker",
+            help="Also run one training worker (`binwatch worker`) as a child process, stopped with the "
+            "server: the whole service in one command (what `make run` does).",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API (uvicorn).
 
@@ -101,15 +111,30 @@ def serve(
         f"database {safe_url(url)}; artifacts {settings.resolved_artifact_store}; docs at /docs",
         soft_wrap=True,
     )
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-    )
+    training_worker = None
+    if with_worker:
+        # A separate process, as on a GPU host: training never runs inside the API's event loop.
+        training_worker = subprocess.Popen([sys.executable, "-m", "binwatch", "worker"])
+        broker = sa.engine.make_url(settings.resolved_broker_url).render_as_string(hide_password=True)
+        err.print(f"training worker started (pid {training_worker.pid}); broker {broker}", soft_wrap=True)
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if training_worker is not None:
+            # SIGTERM: the worker hands a running job back to the queue, to be resumed on the next start.
+            training_worker.terminate()
+            try:
+                training_worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                training_worker.kill()
 
 
 # -- apikeys -----------------------------------------------------------------------------------------

@@ -125,14 +125,16 @@ class Server:
         raise AssertionError("no VmHWM in /proc status")
 
 
-def start_server(env: dict[str, str], log_dir: Path, timeout: float = 120) -> Server:
+def start_server(
+    env: dict[str, str], log_dir: Path, timeout: float = 120, args: tuple[str, ...] = ()
+) -> Server:
     port = free_port()
     env = dict(env, BINWATCH_HOST="127.0.0.1", BINWATCH_PORT=str(port))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"serve-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(BINWATCH), "serve"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            [str(BINWATCH), "serve", *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
     server = Server(proc, port, log_path, env)
     try:

@@ -76,3 +76,44 @@ def test_serve_from_a_clean_state(tmp_path: Path, checkpoints: tuple[Path, Path]
         assert (home / "model-cache" / f"{ready['model']['sha256']}.pt").is_file()
     finally:
         third.stop()
+
+
+# kombu's SQLAlchemy transport uses a loader option SQLAlchemy 2.1 deprecates; harmless here.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_make_run_gives_a_working_training_worker(tmp_path: Path) -> None:
+    """`make run` is `binwatch serve --with-worker`: with nothing configured, a job submitted over HTTP is
+    trained by a real worker process through the embedded (SQLite) broker, and the API then serves it."""
+    import time
+
+    makefile = (REPO / "Makefile").read_text()
+    assert "binwatch serve --with-worker" in makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    home = tmp_path / "home"
+    env = clean_env(BINWATCH_HOME=str(home), BINWATCH_MODEL_POLL_SECONDS="0.5", OMP_NUM_THREADS="1")
+    server = start_server(env, tmp_path / "logs", args=("--with-worker",))
+    try:
+        admin = KEY.findall(server.log())[0]
+        with server.client(admin) as client:
+            body = {
+                "dataset": {"uri": str(REPO.parent / "shared" / "abid"), "limit": 48},
+                "hyperparameters": {"recipe": "smoke", "epochs": 1, "image_size": 64},
+                "promotion_policy": "always",
+            }
+            submitted = client.post("/v1/training-jobs", json=body)
+            assert submitted.status_code == 202, submitted.text
+            job_id = submitted.json()["id"]
+            deadline = time.monotonic() + 240
+            job = submitted.json()
+            while time.monotonic() < deadline and job["status"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(1)
+                job = client.get(f"/v1/training-jobs/{job_id}").json()
+            assert job["status"] == "succeeded", f"{job}\n{server.log()}"
+            assert job["model_version_id"] is not None
+            ready = server.wait_ready(timeout=60)
+            assert ready["model"]["id"] == job["model_version_id"]
+            photo = originals(1)[0].read_bytes()
+            counted = client.post("/v1/predictions", files={"images": ("a.jpg", photo)})
+            assert counted.status_code == 200, counted.text
+            assert counted.json()["predictions"][0]["model"]["id"] == job["model_version_id"]
+    finally:
+        server.stop()
+    assert (home / "broker.db").is_file()

@@ -1,0 +1,5 @@
+"""`python -m binwatch …` is the `binwatch` command."""
+
+from binwatch.cli import main
+
+main()
