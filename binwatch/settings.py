@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         "Default: <home>/artifacts.",
     )
     s3_endpoint_url: str | None = Field(default=None, description="Endpoint for S3-compatible stores.")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field(default="us-east-1", description="Region for the S3 artifact store.")
 
     broker_url: str | None = Field(
         default=None,
@@ -35,9 +35,9 @@ class Settings(BaseSettings):
         "Production: redis://host:6379/0.",
     )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
+    host: str = Field(default="127.0.0.1", description="Interface the API binds (0.0.0.0 in Docker).")
+    port: int = Field(default=8000, description="Port `binwatch serve` listens on.")
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes; each loads the model once.")
 
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", description="torch device for inference and training: auto, cpu, cuda."
     )
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="Log level of the API and the worker.")
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> Settings:
