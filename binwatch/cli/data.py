@@ -15,6 +15,7 @@ from rich.text import Text
 from tqdm import tqdm
 
 from binwatch.cli.helptext import command
+from binwatch.cli.options import Endpoint, FileList, Ids, Limit, MaxCount, MinCount
 from model.abid import BinRecord, DatasetError, LocalSource, Source, load_records, open_source
 from model.fetch import FetchReport, human_bytes
 from model.fetch import fetch as fetch_bins
@@ -44,10 +45,6 @@ SourceArg = Annotated[
         show_default=False,
     ),
 ]
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for an s3:// SOURCE."),
-]
 UnsignedOpt = Annotated[
     bool | None,
     typer.Option(
@@ -57,32 +54,9 @@ UnsignedOpt = Annotated[
         show_default=False,
     ),
 ]
-MinCountOpt = Annotated[
-    int | None, typer.Option("--min-count", min=0, help="Only bins with at least this many objects.")
-]
-MaxCountOpt = Annotated[
-    int | None, typer.Option("--max-count", min=0, help="Only bins with at most this many objects.")
-]
 SplitOpt = Annotated[
     str | None,
     typer.Option("--split", help="Only this split (train or val) of the dataset's manifest.csv."),
-]
-IdsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--ids", help="Only the bins listed in this file: one id per line, e.g. 00121 (ids are strings)."
-    ),
-]
-FileListOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--file-list",
-        help='Only the bins in this Udacity file_list.json ({"1": ["metadata/00001.json", …], …}).',
-    ),
-]
-LimitOpt = Annotated[
-    int | None,
-    typer.Option("--limit", min=1, help="At most this many bins, sampled keeping each count's share."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --limit's sampling (same seed, same bins).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Parallel downloads/reads.")]
@@ -98,14 +72,14 @@ def fetch_cmd(
             metavar="DEST", help="Local folder to copy into (created if missing).", show_default=False
         ),
     ],
-    endpoint_url: EndpointOpt = None,
+    endpoint_url: Endpoint = None,
     unsigned: UnsignedOpt = None,
-    min_count: MinCountOpt = None,
-    max_count: MaxCountOpt = None,
+    min_count: MinCount = None,
+    max_count: MaxCount = None,
     split: SplitOpt = None,
-    ids: IdsOpt = None,
-    file_list: FileListOpt = None,
-    limit: LimitOpt = None,
+    ids: Ids = None,
+    file_list: FileList = None,
+    limit: Limit = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 16,
     progress: ProgressOpt = True,
@@ -166,14 +140,14 @@ def fetch_cmd(
 @command(app, "summary")
 def summary_cmd(
     source: SourceArg,
-    endpoint_url: EndpointOpt = None,
+    endpoint_url: Endpoint = None,
     unsigned: UnsignedOpt = None,
-    min_count: MinCountOpt = None,
-    max_count: MaxCountOpt = None,
+    min_count: MinCount = None,
+    max_count: MaxCount = None,
     split: SplitOpt = None,
-    ids: IdsOpt = None,
-    file_list: FileListOpt = None,
-    limit: LimitOpt = None,
+    ids: Ids = None,
+    file_list: FileList = None,
+    limit: Limit = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 16,
     progress: ProgressOpt = True,

@@ -17,6 +17,24 @@ from rich.console import Console
 from rich.table import Table
 
 from binwatch.cli.helptext import command
+from binwatch.cli.options import (
+    Arch,
+    BatchSize,
+    Classes,
+    Endpoint,
+    Epochs,
+    ImageSize,
+    K,
+    Limit,
+    Lr,
+    MaxCount,
+    MaxTrainBatches,
+    MinCount,
+    Optimizer,
+    OutOfRange,
+    Recipe,
+    Schedule,
+)
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -159,20 +177,18 @@ def submit(
             help="ABID-layout dataset as the worker hosts see it: a folder or s3://bucket/prefix."
         ),
     ],
-    recipe: Annotated[str | None, typer.Option(help="smoke, cpu-quick or gpu-full.")] = None,
-    arch: Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
-    k: Annotated[int | None, typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")] = None,
-    classes: Annotated[str | None, typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")] = None,
-    out_of_range: Annotated[str | None, typer.Option(help="Counts >= K: overflow or drop.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="onecycle, cosine or constant.")] = None,
-    max_train_batches: Annotated[
-        int | None, typer.Option(help="Cap batches per epoch (quick checks).")
-    ] = None,
+    recipe: Recipe = None,
+    arch: Arch = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    image_size: ImageSize = None,
+    k: K = None,
+    classes: Classes = None,
+    out_of_range: OutOfRange = None,
+    optimizer: Optimizer = None,
+    schedule: Schedule = None,
+    max_train_batches: MaxTrainBatches = None,
     time_limit: Annotated[
         int | None, typer.Option(help="Soft time limit in seconds (default: the deployment's).")
     ] = None,
@@ -180,18 +196,16 @@ def submit(
         str, typer.Option("--policy", help="Promotion policy: never, if_better or always.")
     ] = "if_better",
     name: Annotated[str | None, typer.Option(help="Name of the model version the job registers.")] = None,
-    endpoint_url: Annotated[
-        str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint for s3:// data.")
-    ] = None,
-    min_count: Annotated[int | None, typer.Option(help="Only bins with at least this many objects.")] = None,
-    max_count: Annotated[int | None, typer.Option(help="Only bins with at most this many objects.")] = None,
+    endpoint_url: Endpoint = None,
+    min_count: MinCount = None,
+    max_count: MaxCount = None,
     ids: Annotated[
         Path | None, typer.Option("--ids", help="File with one bin id per line (read here, sent inline).")
     ] = None,
     file_list: Annotated[
         Path | None, typer.Option("--file-list", help="Udacity-style file_list.json (read here).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many bins (stratified by count).")] = None,
+    limit: Limit = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="Validation share when the data has no manifest split.")
     ] = None,

@@ -16,6 +16,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from binwatch.cli.helptext import command
+from binwatch.cli.options import (
+    Arch,
+    BatchSize,
+    Classes,
+    Endpoint,
+    Epochs,
+    FileList,
+    Ids,
+    ImageSize,
+    K,
+    Limit,
+    Lr,
+    MaxCount,
+    MaxTrainBatches,
+    MinCount,
+    Optimizer,
+    OutOfRange,
+    Recipe,
+    Schedule,
+)
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
 from model.subsets import SubsetSpec, select, split_records
 
@@ -25,14 +45,6 @@ err = Console(stderr=True)
 DEFAULT_RUNS = Path("runs")
 LATEST = DEFAULT_RUNS / "latest" / "best.pt"
 
-Endpoint = Annotated[
-    str | None, typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for s3:// data.")
-]
-MinCount = Annotated[int | None, typer.Option(help="Only bins with at least this many objects.")]
-MaxCount = Annotated[int | None, typer.Option(help="Only bins with at most this many objects.")]
-Ids = Annotated[Path | None, typer.Option("--ids", help="File with one bin id per line.")]
-FileList = Annotated[Path | None, typer.Option("--file-list", help="Udacity-style file_list.json.")]
-Limit = Annotated[int | None, typer.Option(help="At most this many bins (stratified by count).")]
 Seed = Annotated[int, typer.Option(help="Seed for sampling, splitting and training.")]
 
 
@@ -103,22 +115,20 @@ def per_class_table(evaluation: dict) -> Table:
 def train(
     data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>-<time>).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")] = None,
-    arch: Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
-    k: Annotated[int | None, typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")] = None,
-    classes: Annotated[str | None, typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")] = None,
-    out_of_range: Annotated[str | None, typer.Option(help="Counts >= K: overflow or drop.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="onecycle, cosine or constant.")] = None,
+    recipe: Recipe = None,
+    arch: Arch = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    image_size: ImageSize = None,
+    k: K = None,
+    classes: Classes = None,
+    out_of_range: OutOfRange = None,
+    optimizer: Optimizer = None,
+    schedule: Schedule = None,
     pretrained: Annotated[Path | None, typer.Option(help="Local ImageNet .pth; never downloaded.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    max_train_batches: Annotated[
-        int | None, typer.Option(help="Cap batches per epoch (quick checks).")
-    ] = None,
+    max_train_batches: MaxTrainBatches = None,
     settings: Annotated[
         list[str] | None,
         typer.Option(

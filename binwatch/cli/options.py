@@ -1,0 +1,50 @@
+"""Command-line options that several commands share, defined once so their names and help agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# -- which bins ---------------------------------------------------------------------------------------
+Endpoint = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, …) for s3:// data."),
+]
+MinCount = Annotated[
+    int | None, typer.Option("--min-count", min=0, help="Only bins with at least this many objects.")
+]
+MaxCount = Annotated[
+    int | None, typer.Option("--max-count", min=0, help="Only bins with at most this many objects.")
+]
+Ids = Annotated[
+    Path | None,
+    typer.Option(
+        "--ids", help="Only the bins listed in this file, one id per line (ids are strings: 00121 != 121)."
+    ),
+]
+FileList = Annotated[
+    Path | None,
+    typer.Option(
+        "--file-list", help="Only the bins in a Udacity-style file_list.json."
+    ),
+]
+Limit = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, help="At most this many bins, sampled keeping each count's share."),
+]
+
+# -- how to train --------------------------------------------------------------------------------------
+Recipe = Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full (docs/training.md).")]
+Arch = Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")]
+Epochs = Annotated[int | None, typer.Option()]
+BatchSize = Annotated[int | None, typer.Option()]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate.")]
+ImageSize = Annotated[int | None, typer.Option(help="Square input size in pixels.")]
+K = Annotated[int | None, typer.Option(help="Overflow class starts at K (6 gives 0..5 and 6+).")]
+Classes = Annotated[str | None, typer.Option(help="overflow (0..K-1, K+) or udacity (1..5).")]
+OutOfRange = Annotated[str | None, typer.Option(help="Counts >= K: overflow or drop.")]
+Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd.")]
+Schedule = Annotated[str | None, typer.Option(help="onecycle, cosine or constant.")]
+MaxTrainBatches = Annotated[int | None, typer.Option(help="Cap batches per epoch (quick checks).")]
