@@ -36,7 +36,7 @@ Limit = Annotated[
 ]
 
 # -- how to train --------------------------------------------------------------------------------------
-Recipe = Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full (docs/training.md).")]
+Recipe = Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")]
 Arch = Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")]
 Epochs = Annotated[int | None, typer.Option()]
 BatchSize = Annotated[int | None, typer.Option()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,6 +71,18 @@ class _Db:
 # -- serve -------------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when `binwatch serve` ends, however it ends.
+
+    uvicorn re-raises the SIGTERM it shut down on, so serve's own clean-up does not always run; the kernel's
+    parent-death signal (Linux) still stops the worker, which then hands a running job back to the queue.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default BINWATCH_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default BINWATCH_PORT).")] = None,
@@ -114,7 +127,9 @@ def serve(
     training_worker = None
     if with_worker:
         # A separate process, as on a GPU host: training never runs inside the API's event loop.
-        training_worker = subprocess.Popen([sys.executable, "-m", "binwatch", "worker"])
+        training_worker = subprocess.Popen(
+            [sys.executable, "-m", "binwatch", "worker"], preexec_fn=_die_with_parent
+        )
         broker = sa.engine.make_url(settings.resolved_broker_url).render_as_string(hide_password=True)
         err.print(f"training worker started (pid {training_worker.pid}); broker {broker}", soft_wrap=True)
     try:

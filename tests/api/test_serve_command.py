@@ -116,4 +116,10 @@ def test_make_run_gives_a_working_training_worker(tmp_path: Path) -> None:
             assert counted.json()["predictions"][0]["model"]["id"] == job["model_version_id"]
     finally:
         server.stop()
+    worker_pid = int(re.search(r"training worker started \(pid (\d+)\)", server.log()).group(1))
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{worker_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = Path(f"/proc/{worker_pid}/status")
+    assert not status.exists() or "zombie" in status.read_text(), "the worker outlived `binwatch serve`"
     assert (home / "broker.db").is_file()
