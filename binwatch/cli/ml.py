@@ -96,6 +96,12 @@ def metrics_table(evaluation: dict, title: str) -> Table:
             name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}",
             f"{sub['within_one']:.1%}", "",
         )
+    for name, sub in evaluation["subsets"].items():
+        if "accuracy_restricted" in sub:
+            table.add_row(
+                f"{name}, argmax within {name}", str(sub["n"]), f"{sub['accuracy_restricted']:.1%}",
+                f"{sub['rmse_restricted']:.3f}", "", "",
+            )
     return table
 
 

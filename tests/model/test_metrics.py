@@ -33,6 +33,17 @@ def test_accuracy_rmse_within_one_confusion_by_hand() -> None:
     assert sub.n == 5 and sub.accuracy == pytest.approx(3 / 5) and sub.rmse == pytest.approx(math.sqrt(5 / 5))
     # 1-5 subset: bins 1,2,3,5 -> 2 of 4 right
     assert ev.subsets["1-5"].n == 4 and ev.subsets["1-5"].accuracy == pytest.approx(0.5)
+    # restricted to 0..5 the one-hot argmax is unchanged for these bins: same figures
+    assert sub.accuracy_restricted == pytest.approx(3 / 5)
+
+
+def test_restricted_subset_scores_argmax_within_the_subset() -> None:
+    classes = CountClasses()
+    # a 5-item bin called "6+" (p=0.5) with "5" as runner-up (p=0.3)
+    probs = np.array([[0.0, 0.0, 0.0, 0.1, 0.1, 0.3, 0.5]])
+    sub = evaluate_predictions(probs, [5], classes).subsets["0-5"]
+    assert sub.accuracy == 0.0 and sub.rmse == pytest.approx(1.0)
+    assert sub.accuracy_restricted == 1.0 and sub.rmse_restricted == pytest.approx(0.0)
 
 
 def test_udacity_classes_drop_zero_and_large_bins() -> None:
