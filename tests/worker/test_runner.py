@@ -5,6 +5,7 @@ Real Postgres, real ABID photos, real artifact stores (a local folder, and S3 on
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,22 +201,33 @@ def test_resume_on_a_new_host_from_s3_artifacts(
         helper.close()
 
 
-def test_hard_time_limit_kill_is_recorded_on_the_job(
-    env: tuple[Settings, Jobs, Resources], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Under the prefork pool Celery kills the process at the hard limit and calls on_failure in the
-    # worker's main process; that is the only place left to record it.
-    from celery.exceptions import TimeLimitExceeded
+def test_hard_time_limit_kill_is_recorded_on_the_job(env: tuple[Settings, Jobs, Resources]) -> None:
+    # Under the prefork pool Celery kills the child at the hard limit and calls on_failure in the
+    # worker's main process; that is the only place left to record it. Here a separate process, configured
+    # only through BINWATCH_* like a worker, plays that main process.
+    import subprocess
+    import sys
 
-    import worker.tasks
-    from worker.celery_app import app
-
-    _settings, helper, res = env
+    settings, helper, _res = env
     job_id = helper.submit(enqueue=False)
     with helper.sessions() as s:
         jobs.claim_job(s, job_id, "killed child", 3)
-    monkeypatch.setattr(worker.tasks, "resources", lambda: res)
-    task = app.tasks["binwatch.train"]
-    task.on_failure(TimeLimitExceeded(3900), "task-id", (job_id,), {}, None)
+    code = (
+        "import sys\n"
+        "from celery.exceptions import TimeLimitExceeded\n"
+        "from worker.celery_app import app\n"
+        "task = app.tasks['binwatch.train']\n"
+        "task.on_failure(TimeLimitExceeded(3900), 'task-id', (sys.argv[1],), {}, None)\n"
+    )
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
+    proc_env.update(
+        BINWATCH_DATABASE_URL=settings.resolved_database_url,
+        BINWATCH_ARTIFACT_STORE=settings.resolved_artifact_store,
+        BINWATCH_HOME=str(settings.home),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, job_id], env=proc_env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
     job = helper.get(job_id)
     assert job.status == "failed" and job.error == "hard time limit of 3900 s exceeded; the job was killed"
