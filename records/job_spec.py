@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from model.recipes import DEFAULT_RECIPE, RECIPES
+
 PromotionPolicy = Literal["never", "if_better", "always"]
 
 # Bounds that keep one request from asking for something absurd; the deployment's own time limit
@@ -89,7 +91,9 @@ class Hyperparameters(BaseModel):
         },
     )
 
-    recipe: str | None = Field(default=None, description="smoke, cpu-quick (default) or gpu-full.")
+    recipe: str | None = Field(
+        default=None, description=f"{', '.join(RECIPES)}; default {DEFAULT_RECIPE} (model/recipes.py)."
+    )
     architecture: Literal["resnet18", "resnet34", "resnet50"] | None = None
     epochs: int | None = Field(default=None, ge=1, le=MAX_EPOCHS)
     lr: float | None = Field(default=None, gt=0, le=10, description="Peak learning rate.")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from model.recipes import DEFAULT_RECIPE, RECIPES
+
 # -- which bins ---------------------------------------------------------------------------------------
 Endpoint = Annotated[
     str | None,
@@ -36,7 +38,10 @@ Limit = Annotated[
 ]
 
 # -- how to train --------------------------------------------------------------------------------------
-Recipe = Annotated[str | None, typer.Option(help="Named recipe: smoke, cpu-quick, gpu-full.")]
+Recipe = Annotated[
+    str | None,
+    typer.Option(help=f"Named recipe: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}; docs/training.md)."),
+]
 Arch = Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")]
 Epochs = Annotated[int | None, typer.Option()]
 BatchSize = Annotated[int | None, typer.Option()]
