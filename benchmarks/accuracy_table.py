@@ -1,7 +1,8 @@
-"""Print the experiment log row of each training run: the figures docs/accuracy.md tabulates.
+"""Print the experiment log row of each run: the figures docs/accuracy.md tabulates.
 
-Reads each run's best.json (written by `binwatch train`: validation metrics after calibration, wall time).
-Run: .venv/bin/python benchmarks/accuracy_table.py runs/exp/*/
+A run folder is either a training run (its best.json, written by `binwatch train`: validation metrics after
+calibration, wall time) or an evaluation (its metrics.json, written by `binwatch evaluate --out`).
+Run: .venv/bin/python benchmarks/accuracy_table.py runs/exp/*/ runs/exp/*/eval-*/
 """
 
 from __future__ import annotations
@@ -10,28 +11,50 @@ import json
 import sys
 from pathlib import Path
 
+HEADER = (
+    "| run | 0-5 acc | 0-5 RMSE | 0-5 within (RMSE) | 1-5 acc | 1-5 within | all-class acc | ECE "
+    "| train time |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
-def row(run: Path) -> str:
-    meta = json.loads((run / "best.json").read_text())
-    m = meta["metrics"]
-    s05, s15 = m["subsets"].get("0-5", {}), m["subsets"].get("1-5", {})
-    cfg = meta["train_config"]
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None or value != value else f"{value:.1%}"
+
+
+def row(name: str, metrics: dict, wall_time_s: float | None) -> str:
+    s05, s15 = metrics["subsets"].get("0-5", {}), metrics["subsets"].get("1-5", {})
+    within = s05.get("accuracy_restricted")
+    within_rmse = s05.get("rmse_restricted", float("nan"))
     return (
-        f"| {run.name} | {cfg['architecture']} {cfg['image_size']}px, {meta['epochs']} ep | "
-        f"{s05.get('accuracy', float('nan')):.1%} | {s05.get('rmse', float('nan')):.3f} | "
-        f"{s15.get('accuracy', float('nan')):.1%} | {m['accuracy']:.1%} | {m['ece']:.3f} | "
-        f"{meta.get('wall_time_s', 0) / 60:.0f} min |"
+        f"| {name} | {_pct(s05.get('accuracy'))} | {s05.get('rmse', float('nan')):.3f} | "
+        f"{_pct(within)} ({within_rmse:.3f}) | {_pct(s15.get('accuracy'))} | "
+        f"{_pct(s15.get('accuracy_restricted'))} | {_pct(metrics['accuracy'])} | {metrics['ece']:.3f} | "
+        + (f"{wall_time_s / 60:.0f} min |" if wall_time_s else "— |")
     )
 
 
-def main() -> None:
-    print("| run | model | 0-5 acc | 0-5 RMSE | 1-5 acc | all-class acc | ECE | train time |")
-    print("|---|---|---|---|---|---|---|---|")
-    for arg in sys.argv[1:]:
-        run = Path(arg)
-        if (run / "best.json").is_file():
-            print(row(run))
+def read_run(folder: Path) -> str | None:
+    if (folder / "best.json").is_file():
+        meta = json.loads((folder / "best.json").read_text())
+        return row(folder.name, meta["metrics"], meta.get("wall_time_s"))
+    if (folder / "metrics.json").is_file():
+        name = f"{folder.parent.name}/{folder.name}"
+        return row(name, json.loads((folder / "metrics.json").read_text()), None)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    print(HEADER)
+    missing = [arg for arg in argv if read_run(Path(arg)) is None]
+    for arg in argv:
+        line = read_run(Path(arg))
+        if line:
+            print(line)
+    for arg in missing:
+        print(f"{arg}: no best.json or metrics.json", file=sys.stderr)
+    return 1 if missing or not argv else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
