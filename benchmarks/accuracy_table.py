@@ -46,11 +46,13 @@ def read_run(folder: Path) -> str | None:
 
 def main(argv: list[str]) -> int:
     print(HEADER)
-    missing = [arg for arg in argv if read_run(Path(arg)) is None]
+    missing = []
     for arg in argv:
         line = read_run(Path(arg))
         if line:
             print(line)
+        else:
+            missing.append(arg)
     for arg in missing:
         print(f"{arg}: no best.json or metrics.json", file=sys.stderr)
     return 1 if missing or not argv else 0

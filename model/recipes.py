@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported lazily below: the CLI lists recipe names without loading torch
     from model.config import TrainConfig
 
+# The count classes and loss measured best in docs/accuracy.md: 12 count classes (0..11, 12+) instead of 6
+# keep 4- and 5-item bins from being swallowed by a catch-all "6+" class; ordinal soft targets and an
+# expected-count term make near misses cheaper than far ones.
+BEST_CLASSES_AND_LOSS: dict[str, Any] = {"k": 12, "ordinal_sigma": 0.6, "expected_count_weight": 0.02}
+
 RECIPES: dict[str, dict[str, Any]] = {
     # Smoke test: seconds on a laptop CPU. Proves the path works, not the accuracy.
     "smoke": {
@@ -33,8 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1,
     },
     # The best measured from scratch on the 9.7k-bin train split within ~2 h on a 2-core CPU; the default.
-    # How it was chosen, and its figures: docs/accuracy.md. 12 count classes (0..11, 12+) instead of 6
-    # keep 4- and 5-item bins from being swallowed by a catch-all "6+" class.
+    # How it was chosen, and its figures: docs/accuracy.md.
     "cpu-best": {
         "architecture": "resnet18",
         "image_size": 96,
@@ -44,9 +48,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "schedule": "onecycle",
         "label_smoothing": 0.1,
-        "k": 12,
-        "ordinal_sigma": 0.6,
-        "expected_count_weight": 0.02,
+        **BEST_CLASSES_AND_LOSS,
     },
     # Full ABID on a GPU host: ResNet34 at 224px, the ABID challenge's setting with a longer schedule and
     # cpu-best's classes and loss. Not run on a GPU yet (none lent to this project's CPU-only sessions).
@@ -59,9 +61,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "schedule": "onecycle",
         "label_smoothing": 0.1,
-        "k": 12,
-        "ordinal_sigma": 0.6,
-        "expected_count_weight": 0.02,
+        **BEST_CLASSES_AND_LOSS,
         "ema_decay": 0.999,
         "num_workers": 8,
         "cache_images": False,
