@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from model.classes import CountClasses
-from model.network import build_resnet
+from model.network import build_network
 from model.preprocess import Preprocessing
 
 FORMAT = "binwatch-checkpoint/1"
@@ -126,7 +126,8 @@ class LoadedModel:
 
 def build_from_metadata(metadata: dict[str, Any]) -> torch.nn.Module:
     classes = CountClasses.from_dict(metadata["classes"])
-    return build_resnet(metadata["architecture"], classes.num_classes)
+    image_size = int(metadata.get("preprocessing", {}).get("image_size", 224))
+    return build_network(metadata["architecture"], classes.num_classes, image_size=image_size)
 
 
 def load_model(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:

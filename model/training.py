@@ -28,7 +28,8 @@ from model.config import TrainConfig
 from model.data import BinImages, CachedImages
 from model.losses import CountingLoss
 from model.metrics import Evaluation, evaluate_predictions
-from model.network import build_resnet
+from model.network import build_network
+from model.optimization import build_optimizer, build_schedule, set_backbone_frozen
 from model.preprocess import Preprocessing
 from model.subsets import histogram, stratified_split
 
@@ -194,38 +195,6 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return t if math.isfinite(t) and 0.05 < t < 20 else 1.0
 
 
-def _schedule(
-    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    total = max(1, cfg.epochs * steps_per_epoch)
-    # OneCycleLR needs at least two steps in each of its phases; very short runs use warm-up + cosine.
-    if cfg.schedule == "onecycle" and total >= 8:
-        pct = min(0.5, max(2.5 / total, cfg.warmup_epochs * steps_per_epoch / total))
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=pct)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases: decaying them only hurts.
-    decay, no_decay = [], []
-    for p in net.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
 def build_datasets(
     source: Source,
     train_records: Sequence[BinRecord],
@@ -283,7 +252,7 @@ def train(
     calib_ds = BinImages(source, calib_records, classes, pre) if calib_records else None
 
     torch.manual_seed(cfg.seed)  # torchvision init draws from the default generator
-    net = build_resnet(cfg.architecture, classes.num_classes, cfg.pretrained).to(device)
+    net = build_network(cfg.architecture, classes.num_classes, cfg.pretrained, cfg.image_size).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema: torch.optim.swa_utils.AveragedModel | None = None
@@ -295,8 +264,8 @@ def train(
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
-    opt = _optimizer(net, cfg)
-    sched = _schedule(opt, cfg, steps_per_epoch)
+    opt = build_optimizer(net, cfg)
+    sched = build_schedule(opt, cfg, steps_per_epoch)
     loss_fn = CountingLoss(
         classes.num_classes, cfg.label_smoothing, cfg.ordinal_sigma, cfg.expected_count_weight
     ).to(device)
@@ -348,6 +317,7 @@ def train(
             break
         t0 = time.monotonic()
         net.train()
+        set_backbone_frozen(net, epoch < cfg.freeze_epochs)
         # Dropout draws from the default generator: reseeding per epoch keeps a resumed run identical.
         torch.manual_seed(cfg.seed * 1000 + epoch)
         # Per-epoch generator: a resumed run draws the same batches and augmentations as an unbroken one.

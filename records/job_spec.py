@@ -94,7 +94,13 @@ class Hyperparameters(BaseModel):
     recipe: str | None = Field(
         default=None, description=f"{', '.join(RECIPES)}; default {DEFAULT_RECIPE} (model/recipes.py)."
     )
-    architecture: Literal["resnet18", "resnet34", "resnet50"] | None = None
+    architecture: (
+        Literal[
+            "resnet18", "resnet34", "resnet50",
+            "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
+        ]
+        | None
+    ) = None
     epochs: int | None = Field(default=None, ge=1, le=MAX_EPOCHS)
     lr: float | None = Field(default=None, gt=0, le=10, description="Peak learning rate.")
     batch_size: int | None = Field(default=None, ge=1, le=4096)

@@ -29,7 +29,7 @@ from api.schemas import (
     ModelRef,
     NewCheck,
 )
-from api.verdicts import Verdict, classes_from_labels, judge
+from model.verdicts import Verdict, classes_from_labels, judge
 from records import bins as bin_records
 from records.artifacts import ArtifactNotFound
 from records.db import session_scope

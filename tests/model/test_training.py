@@ -241,7 +241,8 @@ def test_pretrained_weights_only_from_a_local_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("batches,epochs", [(1, 1), (2, 1), (1, 3), (3, 3)])
 def test_one_cycle_schedule_survives_tiny_runs(batches: int, epochs: int) -> None:
-    from model.training import _optimizer, _schedule
+    from model.optimization import build_optimizer as _optimizer
+    from model.optimization import build_schedule as _schedule
 
     net = build_resnet("resnet18", 3)
     cfg = tiny_config(epochs=epochs, schedule="onecycle")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.verdicts import classes_from_labels, judge
 from model.classes import CountClasses
+from model.verdicts import classes_from_labels, judge
 
 OVERFLOW = CountClasses()  # 0..5, "6+"
 UDACITY = CountClasses.udacity()  # 1..5, no overflow
