@@ -13,13 +13,23 @@ from pathlib import Path
 
 HEADER = (
     "| run | 0-5 acc | 0-5 RMSE | 0-5 within (RMSE) | 1-5 acc | 1-5 within | all-class acc | ECE "
-    "| train time |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| verdict AUROC | match (true) | mismatch (±1) | >5 called 6+ | train time |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def _pct(value: float | None) -> str:
     return "—" if value is None or value != value else f"{value:.1%}"
+
+
+def verdict_cells(verdicts: dict | None) -> str:
+    """Verdict quality (only evaluations carry it: `binwatch evaluate` computes it, training does not)."""
+    if not verdicts:
+        return "— | — | — | — | "
+    return (
+        f"{verdicts['auroc']:.3f} | {_pct(verdicts['correct']['match'])} | "
+        f"{_pct(verdicts['off_by_one']['mismatch'])} | {_pct(verdicts['above_five_called_six_or_more'])} | "
+    )
 
 
 def row(name: str, metrics: dict, wall_time_s: float | None) -> str:
@@ -30,6 +40,7 @@ def row(name: str, metrics: dict, wall_time_s: float | None) -> str:
         f"| {name} | {_pct(s05.get('accuracy'))} | {s05.get('rmse', float('nan')):.3f} | "
         f"{_pct(within)} ({within_rmse:.3f}) | {_pct(s15.get('accuracy'))} | "
         f"{_pct(s15.get('accuracy_restricted'))} | {_pct(metrics['accuracy'])} | {metrics['ece']:.3f} | "
+        + verdict_cells(metrics.get("verdicts"))
         + (f"{wall_time_s / 60:.0f} min |" if wall_time_s else "— |")
     )
 

