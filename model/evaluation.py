@@ -25,6 +25,26 @@ class CheckpointEvaluation:
     classes: CountClasses
 
 
+def write_predictions(result: CheckpointEvaluation, path: str | Path) -> None:
+    """One row per bin: id, true count, predicted label and count, confidence, P(true count's class).
+
+    The rows a person reads to find a model's failure modes (sort by p_true)."""
+    import csv
+
+    labels = result.classes.labels
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "true_count", "predicted_label", "predicted_count", "confidence", "p_true"])
+        for record, probs, count in zip(result.records, result.probabilities, result.counts, strict=True):
+            idx = int(probs.argmax())
+            true_idx = result.classes.class_of(int(count))
+            p_true = float(probs[true_idx]) if true_idx is not None else float("nan")
+            writer.writerow(
+                [record.id, int(count), labels[idx], result.classes.count_of(idx), f"{probs[idx]:.4f}",
+                 f"{p_true:.4f}"]
+            )
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     source: Source,

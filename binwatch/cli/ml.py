@@ -237,10 +237,12 @@ def evaluate(
     for the model's classes and for the standard 0-5 (ABID challenge) and 1-5 (Udacity) subsets; and the
     quality of the verdicts its probabilities give (docs/verdicts.md).
 
+    With --out: metrics.json, confusion_matrix.png and predictions.csv (one row per bin, to find failures).
+
     Example: binwatch evaluate runs/latest/best.pt ../shared/abid --split val --out runs/latest/eval-val
     """
     from model.checkpoint import CheckpointError
-    from model.evaluation import evaluate_checkpoint
+    from model.evaluation import evaluate_checkpoint, write_predictions
     from model.plots import plot_confusion
 
     spec = SubsetSpec(min_count, max_count, ids, file_list, split, limit, seed)
@@ -262,7 +264,10 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(ev, indent=2))
         plot_confusion(result.evaluation, out / "confusion_matrix.png")
-        console.print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+        write_predictions(result, out / "predictions.csv")
+        console.print(
+            f"wrote {out / 'metrics.json'}, {out / 'confusion_matrix.png'} and {out / 'predictions.csv'}"
+        )
 
 
 def predict(

@@ -46,6 +46,17 @@ def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> N
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     assert metrics["n"] == 40 and set(metrics["subsets"]) == {"0-5", "1-5"}
     assert (eval_dir / "confusion_matrix.png").is_file()
+    # Verdict quality on the same bins: the figures docs/verdicts.md and the model card report.
+    verdicts = metrics["verdicts"]
+    assert verdicts["bins"] == sum(1 for r in csv_rows(eval_dir) if 0 <= int(r["true_count"]) <= 5)
+    assert verdicts["thresholds"] == {"match": 0.5, "mismatch": 0.1}
+    assert 0.0 <= verdicts["auroc"] <= 1.0
+    assert abs(sum(verdicts["correct"].values()) - 1) < 1e-9
+    assert "AUROC of P(recorded count)" in res.stdout
+    rows = csv_rows(eval_dir)
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
+    for r in rows:
+        assert r["predicted_label"] in metrics["labels"] and 0 <= float(r["p_true"]) <= 1
 
     originals = sorted((abid_root / "originals").glob("*.jpg"))[:3]
     bad = tmp_path / "not-an-image.jpg"
@@ -58,6 +69,13 @@ def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> N
     for r in lines:
         assert r["label"] in {"0", "1", "2", "3", "4", "5", "6+"}
         assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+
+
+def csv_rows(folder: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(folder / "predictions.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_clear_errors_without_tracebacks(tmp_path: Path, abid_root: Path) -> None:
