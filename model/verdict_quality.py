@@ -8,7 +8,8 @@ and the true count - 1 and + 1 (records off by one item, the commonest real erro
 - the AUROC of P(recorded count) between correct and off-by-one records — how well the probability the
   verdict reads separates the two, whatever the thresholds;
 - thresholds that hold a chosen false-alarm rate (correct records called ``mismatch``) and false-match rate
-  (off-by-one records called ``match``), read off the same probabilities;
+  (off-by-one records called ``match``), read off the same probabilities, and the four rates at a small
+  grid of threshold pairs;
 - for bins holding more than five items, the share the model calls "6 or more" (a full bin called "3" is a
   false alarm against its record).
 """
@@ -23,6 +24,8 @@ from model.classes import CountClasses
 from model.verdicts import judge
 
 VERDICTS = ("match", "uncertain", "mismatch")
+# Threshold pairs whose rates every report lists, so a deployment can pick its own trade-off.
+TRADE_OFF_GRID = [(mm, m) for mm in (0.02, 0.05, 0.1) for m in (0.3, 0.4, 0.5)]
 
 
 @dataclass
@@ -36,6 +39,8 @@ class VerdictQuality:
     off_by_one: dict[str, float]
     auroc: float
     recommended: dict[str, float]
+    # one row per (mismatch, match) pair of TRADE_OFF_GRID: the four rates below at those thresholds
+    trade_offs: list[dict[str, float]]
     # bins with more than five items: how many of them, and the share whose argmax count is >= 6
     above_five: int
     above_five_called_six_or_more: float
@@ -110,6 +115,17 @@ def verdict_quality(
         "correct_match": float((pc >= match_at).mean()) if len(pc) else float("nan"),
         "off_by_one_mismatch": float((po < mismatch_at).mean()) if len(po) else float("nan"),
     }
+    trade_offs = [
+        {
+            "mismatch_threshold": mm,
+            "match_threshold": m,
+            "correct_match": float((pc >= m).mean()) if len(pc) else float("nan"),
+            "false_alarm": float((pc < mm).mean()) if len(pc) else float("nan"),
+            "off_by_one_mismatch": float((po < mm).mean()) if len(po) else float("nan"),
+            "false_match": float((po >= m).mean()) if len(po) else float("nan"),
+        }
+        for mm, m in TRADE_OFF_GRID
+    ]
     above = counts > 5
     if above.any():
         predicted = np.array([classes.count_of(int(i)) for i in probs[above].argmax(axis=1)])
@@ -125,6 +141,7 @@ def verdict_quality(
         off_by_one=_shares(v_off),
         auroc=auroc(pc, po),
         recommended=recommended,
+        trade_offs=trade_offs,
         above_five=int(above.sum()),
         above_five_called_six_or_more=called,
     )

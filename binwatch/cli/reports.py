@@ -89,4 +89,13 @@ def verdict_report(
         f"{rec['mismatch_threshold']}, match >= {rec['match_threshold']} (correct records matched "
         f"{rec['correct_match']:.1%}, off-by-one flagged {rec['off_by_one_mismatch']:.1%})"
     )
+    grid = Table(title="the same records at other thresholds")
+    for col in ("mismatch <", "match >=", "correct: match", "correct: mismatch", "±1: mismatch", "±1: match"):
+        grid.add_column(col, justify="right")
+    for r in quality.trade_offs:
+        grid.add_row(
+            f"{r['mismatch_threshold']}", f"{r['match_threshold']}", f"{r['correct_match']:.1%}",
+            f"{r['false_alarm']:.1%}", f"{r['off_by_one_mismatch']:.1%}", f"{r['false_match']:.1%}",
+        )
+    console.print(grid)
     return quality.to_dict()

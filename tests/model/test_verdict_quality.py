@@ -68,3 +68,10 @@ def test_thresholds_follow_the_settings_and_recommendations_hold_their_rates() -
     assert rec["false_alarm"] <= 0.05 and rec["false_match"] <= 0.10
     assert 0 <= rec["mismatch_threshold"] <= rec["match_threshold"] <= 1
     assert 0.5 < q.auroc <= 1.0
+    # The grid rows agree with the verdict shares at the same thresholds.
+    same = verdict_quality(probs, counts, K12, match_threshold=0.5, mismatch_threshold=0.1)
+    (row,) = [r for r in q.trade_offs if (r["mismatch_threshold"], r["match_threshold"]) == (0.1, 0.5)]
+    assert row["correct_match"] == pytest.approx(same.correct["match"])
+    assert row["false_alarm"] == pytest.approx(same.correct["mismatch"])
+    assert row["off_by_one_mismatch"] == pytest.approx(same.off_by_one["mismatch"])
+    assert row["false_match"] == pytest.approx(same.off_by_one["match"])
