@@ -38,7 +38,7 @@ def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from binwatch.settings import get_settings
+    from settings import get_settings
 
     return get_settings().resolved_database_url
 

@@ -25,11 +25,11 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
 from api.problems import install_problem_handlers
 from api.routes import bins, health, models, predictions, training_jobs
-from binwatch.settings import Settings
 from records import apikeys
 from records.artifacts import open_artifact_store
 from records.db import make_engine, make_session_factory, safe_url, session_scope
 from records.migrate import upgrade_database
+from settings import Settings
 
 log = logging.getLogger("binwatch.api")
 

@@ -15,10 +15,10 @@ from api.batcher import Batcher
 from api.metrics import Metrics
 from api.model_manager import ModelManager, ServingModel
 from api.problems import FORBIDDEN, NO_ACTIVE_MODEL, UNAUTHENTICATED, Problem
-from binwatch.settings import Settings
 from records import apikeys
 from records.artifacts import ArtifactStore
 from records.db import session_scope
+from settings import Settings
 
 
 @dataclass
@@ -145,7 +145,8 @@ def require_model(state: Annotated[AppState, Depends(get_state)]) -> ServingMode
 
 
 NO_MODEL_HELP = (
-    "no model version is active. Register and promote a checkpoint: "
+    "no model version is active. Install the counter that ships with binwatch: "
+    "`binwatch models install-default`; or register and promote your own checkpoint: "
     "`binwatch models register runs/latest/best.pt --promote` (train one first with "
     "`binwatch train ../shared/abid --recipe cpu-quick`), or promote a registered version with "
     "POST /v1/models/{id}/promote"

@@ -26,9 +26,9 @@ from fastapi import UploadFile
 from PIL import Image, UnidentifiedImageError
 
 from api.problems import INVALID_IMAGE, Problem
-from binwatch.settings import Settings
 from model.predictor import Predictor
 from model.preprocess import ImageDecodeError
+from settings import Settings
 
 log = logging.getLogger("binwatch.api.images")
 

@@ -26,7 +26,6 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.metrics import Metrics
-from binwatch.settings import Settings
 from model.checkpoint import CheckpointError
 from model.classes import CountClasses
 from model.predictor import Predictor
@@ -34,6 +33,7 @@ from records import registry
 from records.artifacts import ArtifactNotFound, ArtifactStore
 from records.db import session_scope
 from records.orm import ModelVersion
+from settings import Settings
 
 log = logging.getLogger("binwatch.api.models")
 

@@ -199,7 +199,7 @@ _EXAMPLES: dict[int, tuple[str, str]] = {
     413: ("about:blank", "the request body is larger than the limit of 20971520 bytes"),
     415: ("about:blank", "image 'notes.txt' has content type text/plain, not an image; send JPEG or PNG"),
     422: (INVALID_IMAGE, "image 'bin.jpg': image data is corrupt or truncated"),
-    503: (NO_ACTIVE_MODEL, "no model is active: binwatch models register runs/latest/best.pt --promote"),
+    503: (NO_ACTIVE_MODEL, "no model version is active. Install the counter that ships with binwatch: …"),
 }
 
 

@@ -30,7 +30,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy.engine import make_url
 
-from binwatch.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 

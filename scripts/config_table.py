@@ -5,7 +5,7 @@ Run: .venv/bin/python scripts/config_table.py   (tests/test_docs.py checks the R
 
 from __future__ import annotations
 
-from binwatch.settings import Settings
+from settings import Settings
 
 
 def config_table() -> str:

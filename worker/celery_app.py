@@ -6,8 +6,8 @@ the task implementation, which needs the ML core the API never imports.
 
 from __future__ import annotations
 
-from binwatch.settings import get_settings
 from records.job_queue import make_celery
+from settings import get_settings
 from worker.tasks import register_tasks
 
 app = make_celery(get_settings())

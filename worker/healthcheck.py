@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from binwatch.settings import get_settings
 from records.db import DatabaseUnavailable, check_database, make_engine
 from records.job_queue import QueueUnavailable, check_broker, make_celery
+from settings import get_settings
 
 
 def main() -> int:

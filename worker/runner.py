@@ -32,7 +32,6 @@ from enum import StrEnum
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from binwatch.settings import Settings
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
 from model.checkpoint import CheckpointError, read_sidecar, sha256_file, sidecar_path
 from model.config import TrainConfig
@@ -44,6 +43,7 @@ from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_sto
 from records.db import make_engine, make_session_factory, session_scope
 from records.job_spec import DatasetSpec
 from records.orm import ModelVersion, TrainingJob
+from settings import Settings
 from worker.promotion import Decision, decide
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def resources(settings: Settings | None = None) -> Resources:
     with _resources_lock:
         res = _resources.get(pid)
         if res is None:
-            from binwatch.settings import get_settings
+            from settings import get_settings
 
             settings = settings or get_settings()
             engine = make_engine(settings.resolved_database_url)

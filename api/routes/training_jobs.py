@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import Principal, get_db, get_settings, require_scope
 from api.problems import PROBLEM_MEDIA_TYPE, URN, VALIDATION, Problem, ProblemDetails
-from binwatch.settings import Settings
 from records import jobs as job_records
 from records.job_queue import QueueUnavailable, enqueue_training, make_celery, time_limits
 from records.job_spec import DatasetSpec, Hyperparameters, PromotionPolicy, resolve_config
 from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, utcnow
+from settings import Settings
 
 log = logging.getLogger("binwatch.api.training_jobs")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from binwatch.cli import data, jobs, ml, service
+from binwatch.cli import data, jobs, ml, models, service
 
 app = typer.Typer(
     name="binwatch",
@@ -16,7 +16,8 @@ app = typer.Typer(
 app.add_typer(data.app, name="data", help="Fetch and summarise ABID-layout datasets (local folder or S3).")
 ml.register(app)
 jobs.register(app)  # `binwatch jobs …` and `binwatch worker`
-service.register(app)  # `binwatch serve`, `binwatch apikeys …`, `binwatch models …`
+service.register(app)  # `binwatch serve`, `binwatch apikeys …`
+models.register(app)  # `binwatch models …`
 
 
 def main() -> None:

@@ -392,7 +392,7 @@ def worker(
 
         CUDA_VISIBLE_DEVICES=0 binwatch worker
     """
-    from binwatch.settings import get_settings
+    from settings import get_settings
 
     settings = get_settings()
     if (pool or settings.worker_pool) != "solo":

@@ -60,8 +60,8 @@ def verdict_report(
     result: CheckpointEvaluation, match: float | None, mismatch: float | None
 ) -> dict[str, object]:
     """Print and return the verdict-quality figures of an evaluation (model/verdict_quality.py)."""
-    from binwatch.settings import Settings
     from model.verdict_quality import verdict_quality
+    from settings import Settings
 
     fields = Settings.model_fields
     quality = verdict_quality(

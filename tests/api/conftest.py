@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app, prepare_database
-from binwatch.cli.service import RegisteredModel, register_model
-from binwatch.settings import Settings
+from binwatch.cli.models import RegisteredModel, register_model
 from records import apikeys
 from records.db import make_engine, make_session_factory, session_scope
+from settings import Settings
 from tests.api.support import tiny_checkpoint
 
 

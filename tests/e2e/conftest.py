@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from binwatch.settings import Settings
 from records import apikeys, model_versions
 from records.artifacts import open_artifact_store
 from records.migrate import upgrade_database
+from settings import Settings
 from tests.api.support import Server, start_server, tiny_checkpoint
 from tests.worker.support import (
     Jobs,

@@ -86,7 +86,7 @@ def test_classes_round_trip_through_labels(classes: CountClasses) -> None:
 
 
 def test_settings_refuse_inverted_thresholds() -> None:
-    from binwatch.settings import Settings
+    from settings import Settings
 
     with pytest.raises(ValueError, match="mismatch_threshold <= match_threshold"):
         Settings(_env_file=None, match_threshold=0.2, mismatch_threshold=0.3)  # type: ignore[call-arg]

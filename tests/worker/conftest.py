@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from binwatch.settings import Settings
 from records.migrate import upgrade_database
+from settings import Settings
 from tests.worker.support import (
     Jobs,
     WorkerProcess,

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from binwatch.settings import Settings
 from records import jobs
 from records.db import make_engine, make_session_factory
 from records.job_queue import enqueue_training, make_celery, time_limits
 from records.job_spec import DatasetSpec, Hyperparameters, resolve_config
 from records.orm import TrainingJob
+from settings import Settings
 from tests.api.support import BINWATCH, clean_env
 from tests.conftest import ABID, REPO
 

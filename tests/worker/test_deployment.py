@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from binwatch.settings import Settings
+from settings import Settings
 from tests.conftest import REPO
 
 COMPOSE = REPO / "docker-compose.yml"

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from binwatch.settings import Settings
 from records.job_queue import (
     TRAIN_TASK,
     TRAINING_QUEUE,
@@ -24,6 +23,7 @@ from records.job_queue import (
     redact_broker_url,
     time_limits,
 )
+from settings import Settings
 from tests.conftest import REPO, free_port, wait_for_port
 from tests.worker.support import delete_redis_prefix
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from binwatch.settings import Settings
 from records import jobs, registry
 from records.artifacts import open_artifact_store
 from records.migrate import upgrade_database
 from records.orm import ModelVersion, Promotion, TrainingJob
+from settings import Settings
 from tests.worker.support import Jobs
 from worker.runner import Outcome, Resources, run_job
 

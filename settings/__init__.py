@@ -1,4 +1,8 @@
-"""The one Settings object, read from the environment (prefix BINWATCH_) and an optional .env file."""
+"""The one Settings object, read from the environment (prefix BINWATCH_) and an optional .env file.
+
+Its own package, below everything that reads it: records, api and worker import it, the `binwatch` command
+line (which imports api and worker) too; it imports nothing of binwatch's.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +85,12 @@ class Settings(BaseSettings):
         description="Create an admin API key on first start when the database has none, and print it once "
         "to stderr. Default: only on the embedded default (no BINWATCH_DATABASE_URL).",
     )
+    install_bundled_model: bool | None = Field(
+        default=None,
+        description="On start, when the registry holds no model version, register and promote the default "
+        "counter that ships with binwatch (docs/model-card.md). Default: only on the embedded default; "
+        "production installs it with `binwatch models install-default`.",
+    )
 
     # Training jobs and the Celery worker (docs/training-jobs.md, docs/deployment.md).
     worker_queues: str = Field(
@@ -151,6 +161,12 @@ class Settings(BaseSettings):
     def should_bootstrap_admin_key(self) -> bool:
         if self.bootstrap_admin_key is not None:
             return self.bootstrap_admin_key
+        return self.uses_embedded_database
+
+    @property
+    def should_install_bundled_model(self) -> bool:
+        if self.install_bundled_model is not None:
+            return self.install_bundled_model
         return self.uses_embedded_database
 
     @property
