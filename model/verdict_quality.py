@@ -25,7 +25,7 @@ from model.verdicts import judge
 
 VERDICTS = ("match", "uncertain", "mismatch")
 # Threshold pairs whose rates every report lists, so a deployment can pick its own trade-off.
-TRADE_OFF_GRID = [(mm, m) for mm in (0.02, 0.05, 0.1) for m in (0.3, 0.4, 0.5)]
+TRADE_OFF_GRID = [(mm, m) for mm in (0.02, 0.05, 0.1) for m in (0.3, 0.35, 0.4, 0.5)]
 
 
 @dataclass
