@@ -92,6 +92,21 @@ def install_bundled_model(
         )
 
 
+def report_registration(result: RegisteredModel, promote: bool) -> None:
+    """What register and install-default print: the version, whether it is active, and its id (last line)."""
+    verb = "registered" if result.created else "already registered as"
+    console.print(
+        f"{verb} model version {result.id} ({result.name}, sha256 {result.sha256[:12]}…) at "
+        f"{result.artifact_uri}"
+    )
+    if promote:
+        console.print(
+            f"model version {result.id} is {'now' if result.promoted else 'already'} active; running API "
+            "processes switch to it at their next poll"
+        )
+    typer.echo(result.id)
+
+
 def _default_name(checkpoint: Path, metadata: dict) -> str:
     folder = checkpoint.resolve().parent.name
     recipe = (metadata.get("train_config") or {}).get("recipe")
@@ -127,17 +142,7 @@ def models_register(
         result = register_model(load_settings(), checkpoint, name=name, promote=promote, reason=reason)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    verb = "registered" if result.created else "already registered as"
-    console.print(
-        f"{verb} model version {result.id} ({result.name}, sha256 {result.sha256[:12]}…) at "
-        f"{result.artifact_uri}"
-    )
-    if promote:
-        console.print(
-            f"model version {result.id} is {'now' if result.promoted else 'already'} active; running API "
-            "processes switch to it at their next poll"
-        )
-    typer.echo(result.id)
+    report_registration(result, promote)
 
 
 @models_app.command("install-default")
@@ -162,11 +167,7 @@ def models_install_default(
         )
     except (BundledModelError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    verb = "registered" if result.created else "already registered as"
-    console.print(f"{verb} model version {result.id} ({result.name}, sha256 {result.sha256[:12]}…)")
-    if promote:
-        console.print(f"model version {result.id} is {'now' if result.promoted else 'already'} active")
-    typer.echo(result.id)
+    report_registration(result, promote)
 
 
 @models_app.command("bundle")
