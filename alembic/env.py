@@ -75,24 +75,21 @@ def _check_sqlite_foreign_keys(connection: Connection) -> None:
 
 
 @contextmanager
-def migration_lock(connection: Connection) -> Iterator[None]:
-    """Serialise concurrent migrations of one database (the API and the worker both migrate at startup).
+def sqlite_file_lock(url: str) -> Iterator[None]:
+    """Serialise concurrent migrations of one SQLite file (the API and the worker both migrate at startup).
 
-    The second process waits, then finds the schema at head and does nothing, instead of failing
-    halfway on "table already exists".
+    Taken before the first connection: connecting already switches the file to WAL, which needs an exclusive
+    lock and fails at once with "database is locked" when several processes connect to a new file together.
+    SQLite runs DDL outside transactions, so its own locking could not cover a whole migration anyway. A lock
+    file beside the database, not the database itself, because SQLite's own fcntl locks on that file would
+    interact with ours on some filesystems. The second process waits, then finds the schema at head.
     """
-    if connection.dialect.name == "postgresql":
-        # Transaction-scoped: released by the commit that also makes the new schema visible.
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_MIGRATION_LOCK})")
+    parsed = normalize_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         yield
         return
-    database = connection.engine.url.database
-    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    # SQLite runs DDL outside transactions, so its own locking cannot cover a whole migration. A lock
-    # file beside the database, not the database itself, because SQLite's own fcntl locks on that file
-    # would interact with ours on some filesystems.
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
     with Path(f"{database}.migrate-lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -101,10 +98,20 @@ def migration_lock(connection: Connection) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def postgres_lock(connection: Connection) -> Iterator[None]:
+    """The same for Postgres: a transaction-scoped advisory lock, released by the commit that also makes the
+    new schema visible, so a second migrator waits and then finds the schema at head."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_MIGRATION_LOCK})")
+    yield
+
+
 def run_migrations_online() -> None:
-    engine = make_engine(database_url(), poolclass=sa.pool.NullPool)
+    url = database_url()
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as connection:
+        with sqlite_file_lock(url), engine.connect() as connection:
             is_sqlite = connection.dialect.name == "sqlite"
             if is_sqlite:
                 # Batch mode drops and recreates tables; with enforcement on, dropping a parent table
@@ -113,7 +120,7 @@ def run_migrations_online() -> None:
                 connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 connection.commit()
             configure(connection=connection)
-            with context.begin_transaction(), migration_lock(connection):
+            with context.begin_transaction(), postgres_lock(connection):
                 context.run_migrations()
             if is_sqlite:
                 _check_sqlite_foreign_keys(connection)
