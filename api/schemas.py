@@ -136,7 +136,7 @@ class CheckOut(BaseModel):
                     "is_overflow": False,
                     "confidence": 0.71,
                     "probabilities": PROBS_EXAMPLE,
-                    "thresholds": {"match": 0.5, "mismatch": 0.1},
+                    "thresholds": {"match": 0.35, "mismatch": 0.05},
                     "model_version_id": 3,
                     "image_url": "/v1/bins/00011/checks/12/image",
                     "created_at": "2026-11-25T18:05:00Z",

@@ -21,7 +21,7 @@ from model.checkpoint import CheckpointError, load_payload, save_checkpoint, sha
 
 BUNDLE_DIR = Path(__file__).with_name("bundled")
 BUNDLED_CHECKPOINT = BUNDLE_DIR / "counter.pt"
-BUNDLED_SHA256 = "49ad418ccb5548fd94f612af588d024ff15300caead628d78bb84e20f52f1af4"
+BUNDLED_SHA256 = "9379e2fd0e8e11b5a59296efefbd0c09034d687cf3a0b344cc45514ebeadc5d7"
 BUNDLE_FORMAT = "binwatch-bundled/1"
 BUNDLED_NAME = "bundled-default"
 PLOTS = ("confusion_matrix.png", "training_curves.png")

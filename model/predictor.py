@@ -48,9 +48,9 @@ class Predictor:
     ) -> None:
         loaded = load_model(path, expected_sha256)
         self.device = resolve_device(device)
-        self.net = loaded.net.to(self.device)
-        if self.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # channels-last on every device: on this 2-core CPU it makes batches of 16 2.8x faster for
+        # EfficientNet-Lite0's depthwise convolutions and 1.2x for ResNet18 (README, Benchmarks).
+        self.net = loaded.net.to(self.device).to(memory_format=torch.channels_last)
         self.classes = loaded.classes
         self.labels = loaded.classes.labels
         self.preprocessing = loaded.preprocessing.__class__(
@@ -68,7 +68,8 @@ class Predictor:
     @torch.inference_mode()
     def predict_tensors(self, batch: torch.Tensor) -> list[Prediction]:
         with self._lock:
-            logits = self.net(batch.to(self.device)).float().cpu().numpy()
+            x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            logits = self.net(x).float().cpu().numpy()
         return [self._prediction(p) for p in softmax(logits, self.temperature)]
 
     def predict(self, images: Sequence[ImageInput]) -> list[Prediction]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces docs/accuracy.md's final figures from scratch in one command: sets up the venv, trains the
-# default recipe on the manifest's train split, evaluates best.pt on the val split (plain and with flip
-# test-time augmentation) and prints the log rows. Training took 88 min on one core of this 2-core CPU.
+# default recipe (cpu-lite0, the bundled model's) on the manifest's train split, evaluates best.pt on the
+# val split (plain and with flip test-time augmentation) and prints the log rows. Training took 29 min on
+# both cores of this 2-core CPU; TRAIN_ARGS="--recipe cpu-best" repeats issue 5's from-scratch ResNet.
 #
 #   bash scripts/reproduce_accuracy.sh [OUT]        # OUT defaults to runs/reproduce-<timestamp>
 #

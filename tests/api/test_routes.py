@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from records.artifacts import LocalArtifactStore
+from settings import Settings
 from tests.api.conftest import Service
 from tests.api.support import originals
 
@@ -155,8 +156,9 @@ def test_checks_judge_the_recorded_count_and_are_stored(service: Service, abid_r
     assert check["expected_count_source"] == "record"
     p = check["probabilities"][expected_label]
     assert check["probability_of_expected"] == pytest.approx(p)
-    assert check["verdict"] == ("match" if p >= 0.5 else "mismatch" if p < 0.1 else "uncertain")
-    assert check["thresholds"] == {"match": 0.5, "mismatch": 0.1}
+    match, mismatch = (Settings.model_fields[f].default for f in ("match_threshold", "mismatch_threshold"))
+    assert check["verdict"] == ("match" if p >= match else "mismatch" if p < mismatch else "uncertain")
+    assert check["thresholds"] == {"match": match, "mismatch": mismatch} == {"match": 0.35, "mismatch": 0.05}
     assert check["model"]["id"] == check["model_version_id"] == 1
     assert check["reason"].startswith(f"P({recorded}")
 

@@ -1,6 +1,7 @@
 """`make run` is `binwatch serve` with nothing configured: it must work from a clean state with no other
 server running (SQLite file + artifact folder under BINWATCH_HOME), migrate, print the first admin key
-exactly once, say how to get a model, and serve a registered model once there is one."""
+exactly once, serve the bundled default model from the first start (or say how to get one when it is
+turned off), and serve a registered model once there is one."""
 
 from __future__ import annotations
 
@@ -22,10 +23,56 @@ def test_make_run_invokes_binwatch_serve() -> None:
     assert "$(BIN)/binwatch serve" in run_target
 
 
+def test_a_fresh_clone_counts_a_photo_with_the_bundled_model(tmp_path: Path) -> None:
+    """`make run` on a fresh clone: nothing configured, empty registry -> the server installs the bundled
+    default model by itself and answers POST /v1/predictions with a real count within a minute."""
+    import time
+
+    home = tmp_path / "fresh-home"
+    env = clean_env(BINWATCH_HOME=str(home), BINWATCH_MODEL_POLL_SECONDS="0.5")
+    started = time.monotonic()
+    first = start_server(env, tmp_path / "logs")
+    try:
+        ready = first.wait_ready(timeout=60)
+        assert ready["model"]["name"] == "bundled-default", ready
+        admin = KEY.findall(first.log())[0]
+        with first.client(admin) as client:
+            photos = originals(3)
+            response = client.post(
+                "/v1/predictions", files=[("images", (p.name, p.read_bytes())) for p in photos]
+            )
+            assert response.status_code == 200, response.text
+            answered = time.monotonic() - started
+            predictions = response.json()["predictions"]
+            assert len(predictions) == 3
+            for pred in predictions:
+                assert pred["model"]["name"] == "bundled-default"
+                assert abs(sum(pred["probabilities"].values()) - 1) < 1e-3
+                assert pred["label"] in pred["probabilities"]
+            versions = client.get("/v1/models").json()["items"]
+            assert [(v["name"], v["is_active"]) for v in versions] == [("bundled-default", True)]
+        assert answered < 60, f"first count after {answered:.0f}s"
+        assert "registered and promoted the bundled model" in first.log()
+    finally:
+        assert first.stop() in (0, -15), first.log()
+    # A restart finds the version: nothing is installed twice.
+    second = start_server(env, tmp_path / "logs")
+    try:
+        assert second.wait_ready(timeout=60)["model"]["name"] == "bundled-default"
+        with second.client(admin) as client:
+            assert len(client.get("/v1/models").json()["items"]) == 1
+        assert "registered and promoted the bundled model" not in second.log()
+    finally:
+        second.stop()
+
+
 def test_serve_from_a_clean_state(tmp_path: Path, checkpoints: tuple[Path, Path]) -> None:
     home = tmp_path / "fresh-home"
-    # Only BINWATCH_HOME: no database URL, no artifact store, no broker: the embedded default.
-    env = clean_env(BINWATCH_HOME=str(home), BINWATCH_MODEL_POLL_SECONDS="0.5")
+    # Only BINWATCH_HOME: no database URL, no artifact store, no broker: the embedded default, here without
+    # the bundled model, as a deployment that turned it off sees it.
+    env = clean_env(
+        BINWATCH_HOME=str(home), BINWATCH_MODEL_POLL_SECONDS="0.5", BINWATCH_INSTALL_BUNDLED_MODEL="false"
+    )
 
     first = start_server(env, tmp_path / "logs")
     try:
@@ -34,6 +81,7 @@ def test_serve_from_a_clean_state(tmp_path: Path, checkpoints: tuple[Path, Path]
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert ready.headers["content-type"] == "application/problem+json"
+            assert "binwatch models install-default" in ready.json()["detail"]
             assert "binwatch models register" in ready.json()["detail"]
             assert "--promote" in ready.json()["detail"]
         keys = KEY.findall(first.log())
@@ -108,8 +156,13 @@ def test_make_run_gives_a_working_training_worker(tmp_path: Path) -> None:
                 job = client.get(f"/v1/training-jobs/{job_id}").json()
             assert job["status"] == "succeeded", f"{job}\n{server.log()}"
             assert job["model_version_id"] is not None
+            # The bundled model served until now; the API swaps to the job's version at its next poll.
+            deadline = time.monotonic() + 60
             ready = server.wait_ready(timeout=60)
-            assert ready["model"]["id"] == job["model_version_id"]
+            while ready["model"]["id"] != job["model_version_id"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+                ready = server.wait_ready(timeout=60)
+            assert ready["model"]["id"] == job["model_version_id"], ready
             photo = originals(1)[0].read_bytes()
             counted = client.post("/v1/predictions", files={"images": ("a.jpg", photo)})
             assert counted.status_code == 200, counted.text

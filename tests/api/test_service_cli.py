@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from binwatch.cli import app
-from binwatch.settings import Settings
 from records import apikeys, registry
 from records.db import make_engine, make_session_factory, session_scope
+from settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +116,37 @@ def test_models_register_list_promote(home: Path, checkpoints: tuple[Path, Path]
     code, _, err = invoke("models", "register", str(tmp_path / "nope.pt"))
     assert code == 2 and "does not exist" in err
     assert json.loads(checkpoints[0].with_suffix(".json").read_text())["sha256"]
+
+
+def test_models_install_default_on_postgres(
+    home: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, abid_root: Path
+) -> None:
+    """The one documented command that gives a production (Postgres) deployment the bundled model."""
+    from model.bundle import BUNDLED_NAME
+    from model.predictor import Predictor
+    from records.artifacts import open_artifact_store
+
+    monkeypatch.setenv("BINWATCH_DATABASE_URL", pg_url)
+    code, out, err = invoke("models", "install-default")
+    assert code == 0, err
+    version_id = int(out.strip().splitlines()[-1])
+    assert "is now active" in out
+    engine = make_engine(pg_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            active = registry.active_version(session)
+            assert active is not None and active.id == version_id and active.name == BUNDLED_NAME
+            key, sha = active.artifact_key, active.sha256
+            assert active.architecture == "efficientnet-lite0"
+    finally:
+        engine.dispose()
+    # The stored artifact is a verified checkpoint that counts.
+    store = open_artifact_store(str(home / "artifacts"))
+    local = store.download(key, home / "check" / "model.pt")
+    photo = sorted((abid_root / "originals").glob("*.jpg"))[0]
+    (pred,) = Predictor(local, expected_sha256=sha).predict([photo])
+    assert pred.label
+    # Idempotent: a second run finds the same version.
+    code, out, err = invoke("models", "install-default")
+    assert code == 0, err
+    assert "already registered as model version" in out and int(out.strip().splitlines()[-1]) == version_id

@@ -114,7 +114,7 @@ def _count_load_check_and_list(client: httpx.Client, server: Server, pg_url: str
         for label, p in pred["probabilities"].items()
     ]
     p_min, photo_id, label = min(probs)
-    assert p_min < 0.1, "a trained model puts little probability somewhere"
+    assert p_min < 0.05, "a trained model puts little probability somewhere (below the mismatch threshold)"
     wrong = 6 if label == "6+" else int(label)
     client.put(f"/v1/bins/relabelled-{photo_id}", json={"expected_count": wrong})
     made_up = client.post(

@@ -17,7 +17,7 @@ def test_every_recipe_is_a_valid_config(name: str) -> None:
 
 
 def test_no_recipe_means_the_default_and_overrides_win() -> None:
-    assert DEFAULT_RECIPE == "cpu-best"
+    assert DEFAULT_RECIPE == "cpu-lite0"
     cfg = recipe_config(None, epochs=3, image_size=None)
     assert cfg.recipe == DEFAULT_RECIPE
     assert cfg.epochs == 3
