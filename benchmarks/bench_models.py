@@ -18,8 +18,9 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,32 +49,20 @@ def checkpoint_for(spec: str, tmp: Path) -> Path:
     return Path(spec)
 
 
-def rate(fn: Callable[[], int]) -> float:
+def rate(step: Callable[[Any], object], items: Sequence[Any], batch: int) -> float:
+    """Images per second of ``step`` over ``items`` in whole batches of ``batch``."""
     t0 = time.perf_counter()
-    n = fn()
-    return n / (time.perf_counter() - t0)
+    for i in range(0, len(items) - batch + 1, batch):
+        step(items[i : i + batch])
+    return (len(items) // batch) * batch / (time.perf_counter() - t0)
 
 
 def measure(predictor: Predictor, blobs: list[bytes], tensors: torch.Tensor) -> dict[str, float]:
-    def model(bs: int) -> Callable[[], int]:
-        def run() -> int:
-            for i in range(0, len(tensors) - bs + 1, bs):
-                predictor.predict_tensors(tensors[i : i + bs])
-            return (len(tensors) // bs) * bs
-        return run
-
-    def e2e(bs: int) -> Callable[[], int]:
-        def run() -> int:
-            for i in range(0, len(blobs) - bs + 1, bs):
-                predictor.predict(blobs[i : i + bs])
-            return (len(blobs) // bs) * bs
-        return run
-
     return {
-        "model img/s, batch 1": rate(model(1)),
-        "model img/s, batch 16": rate(model(16)),
-        "end to end img/s, batch 1": rate(e2e(1)),
-        "end to end img/s, batch 16": rate(e2e(16)),
+        "model img/s, batch 1": rate(predictor.predict_tensors, tensors, 1),
+        "model img/s, batch 16": rate(predictor.predict_tensors, tensors, 16),
+        "end to end img/s, batch 1": rate(predictor.predict, blobs, 1),
+        "end to end img/s, batch 16": rate(predictor.predict, blobs, 16),
     }
 
 
