@@ -18,11 +18,18 @@ from model.network import is_head_parameter
 
 def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on norms and biases: decaying them only hurts. Each group carries its own max lr so
-    # OneCycleLR scales head and backbone alike.
+    # OneCycleLR scales head and backbone alike. Head and backbone get separate groups only when their
+    # learning rates differ: optimizer states saved before backbone_lr_scale existed hold two groups, and a
+    # resumed run must load them.
+    named = list(net.named_parameters())
+    if cfg.backbone_lr_scale == 1.0:
+        parts = [(named, 1.0)]
+    else:
+        backbone = [(n, p) for n, p in named if not is_head_parameter(n)]
+        head = [(n, p) for n, p in named if is_head_parameter(n)]
+        parts = [(backbone, cfg.backbone_lr_scale), (head, 1.0)]
     groups: list[dict[str, object]] = []
-    for head in (False, True):
-        scale = 1.0 if head else cfg.backbone_lr_scale
-        params = [(n, p) for n, p in net.named_parameters() if is_head_parameter(n) == head]
+    for params, scale in parts:
         for decayed in (True, False):
             chosen = [p for _, p in params if (p.ndim > 1) == decayed]
             if chosen:

@@ -252,3 +252,21 @@ def test_one_cycle_schedule_survives_tiny_runs(batches: int, epochs: int) -> Non
         opt.step()
         sched.step()
     assert all(g["lr"] >= 0 for g in opt.param_groups)
+
+
+def test_optimizer_state_of_the_previous_layout_resumes() -> None:
+    """Runs started before backbone_lr_scale existed saved two parameter groups (decay, no decay); with the
+    default scale the optimizer keeps that layout, so their last.pt still resumes."""
+    from model.optimization import build_optimizer
+
+    net = build_resnet("resnet18", 7)
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    no_decay = [p for p in net.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
+    old = torch.optim.AdamW(groups)
+    net(torch.randn(2, 3, 64, 64)).sum().backward()
+    old.step()
+    new = build_optimizer(net, tiny_config())
+    new.load_state_dict(old.state_dict())
+    assert len(new.param_groups) == 2
+    assert new.state[decay[0]]["step"] == 1
