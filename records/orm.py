@@ -123,6 +123,9 @@ class Bin(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     last_verdict: Mapped[str | None] = mapped_column(sa.String(16), index=True)
+    # The check whose verdict last_verdict is. A plain integer, not a foreign key: bin_checks already
+    # points at bins, and a second edge back would make the two tables a cycle for every insert.
+    last_verdict_check_id: Mapped[int | None]
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     checks: Mapped[list[BinCheck]] = relationship(
@@ -252,6 +255,9 @@ class TrainingJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How many times a worker has taken the job (claim_job); a job whose worker keeps dying stops at
+    # BINWATCH_JOB_MAX_ATTEMPTS instead of being handed out forever.
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
     # post_update: a job and its version can be inserted in one flush although each points at the other;
     # this side's UPDATE runs after both rows exist.
@@ -288,3 +294,26 @@ class EpochMetric(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     job: Mapped[TrainingJob] = relationship(back_populates="epoch_metrics")
+
+
+class IdempotencyRecord(Base):
+    """The stored answer to a POST sent with an ``Idempotency-Key`` header (api/idempotency.py).
+
+    Written in the same transaction as what the request stored, so a retry after a lost response finds
+    either both (and gets the first answer back) or neither (and stores it now): never one twice.
+    Keys are per API key: two clients can never see each other's answers.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (sa.UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    # "POST /v1/bins/{bin_id}/checks" with the path filled in: a key reused on another route is refused.
+    operation: Mapped[str] = mapped_column(sa.String(512))
+    # sha256 of the request body: a key reused with a different body is refused.
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    status_code: Mapped[int]
+    response: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -134,6 +134,25 @@ class Settings(BaseSettings):
     job_cancel_poll_seconds: float = Field(
         default=1.0, gt=0, description="How stale the worker's view of a job's cancel flag may be."
     )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="A job is taken by a worker at most this many times; when its worker has died on every "
+        "try (crash, OOM, kill) it fails with a message naming the hosts instead of being handed out forever.",
+    )
+    job_reaper_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each worker looks for running jobs whose heartbeat went stale (their worker "
+        "died and no redelivery came) and queues them again, or fails them once out of attempts.",
+    )
+    dataset_endpoint_allowlist: list[str] = Field(
+        default_factory=list,
+        description="S3-compatible endpoints a training job's dataset.endpoint_url may name (JSON list of "
+        "URLs, e.g. [\"http://minio:9000\"]). Empty (the default): clients cannot choose an endpoint; "
+        "s3:// datasets go to AWS, or to BINWATCH_S3_ENDPOINT_URL when set. Workers send their "
+        "credentials only to these (docs/security.md).",
+    )
     job_work_dir: Path | None = Field(
         default=None, description="Scratch folder for running jobs' checkpoints. Default: <home>/jobs."
     )

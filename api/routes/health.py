@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import NO_MODEL_HELP, AppState, get_state
@@ -72,5 +72,7 @@ async def readyz(state: Annotated[AppState, Depends(get_state)]) -> Ready | JSON
 )
 def metrics(state: Annotated[AppState, Depends(get_state)]) -> Response:
     """Request counts and latency by route and status, predictions by label, inference batch sizes and
-    times, queue depth, the served model. Per process (see docs/api.md)."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    times, queue depth, the served model. With several uvicorn workers, the sum over all of them,
+    whichever worker answers (see docs/api.md)."""
+    # A plain def: in aggregated mode rendering reads every worker's files, off the event loop.
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
