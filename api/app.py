@@ -18,13 +18,16 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from api.auth_gate import AuthGateMiddleware
 from api.batcher import Batcher
 from api.body_limit import BodyLimitMiddleware
 from api.deps import AppState
 from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
+from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.routes import bins, health, models, predictions, training_jobs
+from api.security_headers import SecurityHeadersMiddleware
 from records import apikeys
 from records.artifacts import open_artifact_store
 from records.db import make_engine, make_session_factory, safe_url, session_scope
@@ -161,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(predictions.router)
     app.include_router(bins.router)
@@ -174,6 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         json_bytes=settings.max_json_bytes,
         drain_bytes=DRAIN_FACTOR * max(settings.max_upload_bytes, settings.max_json_bytes),
     )
+    # Outside the body limit: an anonymous request is refused before its size or body matter.
+    app.add_middleware(AuthGateMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import Headers
 
 from api.batcher import Batcher
 from api.metrics import Metrics
@@ -47,11 +48,15 @@ class Principal:
         return f"api-key:{self.name} (id {self.key_id})"
 
 
-def get_state(request: Request) -> AppState:
-    state = getattr(request.app.state, "binwatch", None)
+def get_state_from_app(app: Any) -> AppState:
+    state = getattr(app.state, "binwatch", None)
     if state is None:
         raise RuntimeError("the app was used without its lifespan (use `with TestClient(app)`)")
     return state
+
+
+def get_state(request: Request) -> AppState:
+    return get_state_from_app(request.app)
 
 
 def get_settings(request: Request) -> Settings:
@@ -77,6 +82,28 @@ api_key_header = APIKeyHeader(
 bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
 
+# Where api/auth_gate.py leaves the principal it authenticated (request.state).
+PRINCIPAL_SCOPE_KEY = "binwatch_principal"
+
+
+def secret_from_headers(headers: Headers) -> str | None:
+    """The API key a request carries (X-API-Key first, then a bearer token), or None."""
+    key = headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def authenticate(state: AppState, secret: str) -> Principal | None:
+    """The valid, unrevoked key with this secret, or None (one indexed lookup)."""
+    with session_scope(state.session_factory) as session:
+        key = apikeys.authenticate(session, secret)
+        return None if key is None else Principal(key.id, key.name, tuple(key.scopes))
+
+
 def _secret(header_key: str | None, credentials: HTTPAuthorizationCredentials | None) -> str | None:
     if header_key:
         return header_key.strip()
@@ -99,18 +126,18 @@ def require_scope(scope: str | None) -> Callable[..., Principal]:
         header_key: Annotated[str | None, Security(api_key_header)],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> Principal:
-        secret = _secret(header_key, credentials)
-        if not secret:
-            raise _unauthenticated(
-                "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>' "
-                "(create one with `binwatch apikeys create`)"
-            )
-        with session_scope(get_state(request).session_factory) as session:
-            key = apikeys.authenticate(session, secret)
-            if key is None:
+        principal = getattr(request.state, PRINCIPAL_SCOPE_KEY, None)
+        if principal is None:  # routes outside the gate's prefix authenticate here
+            secret = _secret(header_key, credentials)
+            if not secret:
+                raise _unauthenticated(
+                    "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>' "
+                    "(create one with `binwatch apikeys create`)"
+                )
+            principal = authenticate(get_state(request), secret)
+            if principal is None:
                 raise _unauthenticated("invalid or revoked API key")
-            principal = Principal(key.id, key.name, tuple(key.scopes))
-            allowed = scope is None or apikeys.has_scope(key, scope)
+        allowed = scope is None or scope in principal.scopes or "admin" in principal.scopes
         if not allowed:
             raise Problem(
                 403,

@@ -58,6 +58,9 @@ CONTENT_TYPE_OF_FORMAT = {
 }
 
 
+CONTENT_TYPE_OF_EXTENSION = {EXTENSION_OF_FORMAT[f]: t for f, t in CONTENT_TYPE_OF_FORMAT.items()}
+
+
 @dataclass(frozen=True)
 class Upload:
     filename: str

@@ -146,10 +146,27 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     if status == 404 and request.scope.get("route") is None:
         detail = f"there is no endpoint at {request.url.path}; the API is described at /docs"
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        allowed = _allowed_methods(request)
+        detail = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+        # Starlette names only the methods of the first route that matched the path; GET and PUT of
+        # one path are separate routes here, and Allow must list them all (RFC 9110 section 15.5.6).
+        headers = dict(exc.headers or {}, Allow=", ".join(allowed))
+        return problem_response(request, status, detail, headers=headers)
     elif status == 400 and detail == "There was an error parsing the body":
         detail = "the request body could not be parsed (malformed JSON or multipart data)"
     return problem_response(request, status, detail, headers=dict(exc.headers or {}))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from records.text_rules import SafeText, check_json
 
 # Bins never hold a million objects; the bound also keeps counts inside a 32-bit database integer.
 MAX_COUNT = 1_000_000
@@ -13,7 +15,21 @@ MAX_COUNT = 1_000_000
 # letter or digit, so '.' and '..' can never be one.
 BIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+# Database ids are 32-bit on Postgres; larger ids cannot exist, and asking for one is a client error (422),
+# not a query that overflows the column type (500).
+MAX_ID = 2**31 - 1
+
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 4.0 is the integer 4 (JSON Schema agrees). Strings and booleans stay
+    # refused (strict below): "4" or true as a count is a client bug worth a 422.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_integral), Field(ge=0, le=MAX_COUNT, strict=True)]
 
 PROBS_EXAMPLE = {"0": 0.001, "1": 0.004, "2": 0.02, "3": 0.11, "4": 0.71, "5": 0.13, "6+": 0.025}
 
@@ -81,8 +97,17 @@ class AbidMetadataBody(BaseModel):
 
     EXPECTED_QUANTITY: Count = Field(description="The bin's object count.")
     BIN_FCSKU_DATA: dict[str, dict[str, Any]] | None = Field(
-        default=None, description="Items by ASIN; kept with the bin as a list."
+        default=None,
+        max_length=10_000,
+        description="Items by ASIN; kept with the bin as a list. Every key and string must be valid Unicode "
+        "text without NUL, at most 4096 characters; at most 8 levels deep.",
     )
+
+    @field_validator("BIN_FCSKU_DATA")
+    @classmethod
+    def _storable(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        # Only this member is stored (as the bin's items); unknown members are accepted and dropped.
+        return check_json(value, what="BIN_FCSKU_DATA") if value is not None else None
 
 
 class BinOut(BaseModel):
@@ -97,6 +122,7 @@ class BinOut(BaseModel):
                     "created_at": "2026-11-25T18:00:00Z",
                     "updated_at": "2026-11-25T18:00:00Z",
                     "last_verdict": "mismatch",
+                    "last_verdict_check_id": 12,
                     "last_checked_at": "2026-11-25T18:05:00Z",
                 }
             ]
@@ -111,6 +137,9 @@ class BinOut(BaseModel):
     updated_at: datetime
     last_verdict: Literal["match", "mismatch", "uncertain"] | None = Field(
         description="Verdict of the latest check against the recorded count; null if none since it was set."
+    )
+    last_verdict_check_id: int | None = Field(
+        description="The check that gave last_verdict; it judged exactly this expected_count."
     )
     last_checked_at: datetime | None
 
@@ -168,6 +197,10 @@ class NewCheck(CheckOut):
     expected_count_source: Literal["record", "request"] = Field(
         description="record: the bin's recorded count; request: the expected_count sent with the photo "
         "(then the bin's last_verdict is left alone unless the two agree)."
+    )
+    updated_last_verdict: bool = Field(
+        description="Whether this verdict became the bin's last_verdict: the count it judged is the one the "
+        "bin recorded when the check was stored."
     )
     reason: str = Field(description="The verdict rule applied to this photo, in words.")
     model: ModelRef
@@ -239,7 +272,7 @@ class PromoteBody(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"reason": "better 0-5 accuracy"}]}
     )
 
-    reason: str = Field(default="promoted through the API", max_length=2000)
+    reason: SafeText = Field(default="promoted through the API", min_length=1, max_length=2000)
 
 
 class PromoteResult(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,6 +185,25 @@ def make_s3_client(
     return boto3.client("s3", endpoint_url=endpoint_url, config=config, region_name=region or "us-east-1")
 
 
+def describe_s3_error(exc: BaseException) -> str:
+    """What went wrong with an S3 request, without anything the server wrote.
+
+    botocore's messages quote the error document the endpoint sent back; a dataset endpoint is chosen
+    per job, so its text must not travel into job errors (which clients read): only the HTTP status and
+    a sanitised error code are kept. Connection-level errors name the endpoint, which the client sent.
+    """
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        code = re.sub(r"[^A-Za-z0-9.]", "", str(error.get("Code", "")))[:64] or "unknown"
+        return f"{exc.operation_name} answered HTTP {status} ({code})"
+    if isinstance(exc, EndpointConnectionError):
+        return "the endpoint could not be reached"
+    return type(exc).__name__
+
+
 class S3Source:
     def __init__(
         self,
@@ -212,7 +232,7 @@ class S3Source:
                 for obj in page.get("Contents", []):
                     yield obj["Key"], int(obj["Size"])
         except (ClientError, BotoCoreError) as exc:
-            raise DatasetError(f"cannot list {self.uri}{folder}/: {exc}") from exc
+            raise DatasetError(f"cannot list {self.uri}{folder}/: {describe_s3_error(exc)}") from exc
 
     def list_ids(self) -> list[str]:
         images = {Path(k).stem for k, _ in self.list_keys(IMAGE_DIR) if k.endswith(".jpg")}
@@ -234,7 +254,7 @@ class S3Source:
         except self.client.exceptions.NoSuchKey as exc:
             raise MissingObjectError(f"s3://{self.bucket}/{key} does not exist") from exc
         except (ClientError, BotoCoreError) as exc:
-            raise DatasetError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+            raise DatasetError(f"cannot read s3://{self.bucket}/{key}: {describe_s3_error(exc)}") from exc
         return ObjectStream(resp["Body"], int(resp["ContentLength"]))
 
     def probe(self) -> None:
@@ -250,9 +270,9 @@ class S3Source:
                 return
             if code == "NoSuchBucket":
                 raise DatasetError(f"bucket {self.bucket!r} does not exist ({self.uri})") from exc
-            raise DatasetError(f"cannot list {self.uri}: {exc}") from exc
+            raise DatasetError(f"cannot list {self.uri}: {describe_s3_error(exc)}") from exc
         except BotoCoreError as exc:
-            raise DatasetError(f"cannot reach {self.uri}: {exc}") from exc
+            raise DatasetError(f"cannot reach {self.uri}: {describe_s3_error(exc)}") from exc
 
     def object_size(self, folder: str, name: str) -> int | None:
         """Size in bytes of one object (a HEAD request), None when it does not exist."""
@@ -264,9 +284,9 @@ class S3Source:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
+            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {describe_s3_error(exc)}") from exc
         except BotoCoreError as exc:
-            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {exc}") from exc
+            raise DatasetError(f"cannot stat s3://{self.bucket}/{key}: {describe_s3_error(exc)}") from exc
 
     def object_sizes(self, folder: str) -> dict[str, int]:
         """{name: size} of every object directly under ``<prefix><folder>/``: one listing, 1,000 per page."""

@@ -50,22 +50,31 @@ def put_bin(
     """Create or replace a bin's recorded count; returns the bin and whether it was created.
 
     A changed count clears ``last_verdict``: the verdict judged the old count, and keeping it would list
-    a corrected bin as a mismatch until its next photo.
+    a corrected bin as a mismatch until its next photo. The comparison happens inside the UPDATE, against
+    the row as it is when the write lands, not against an earlier read: a check or another PUT committing
+    in between can never leave a verdict of one count on a bin that now records another.
     """
-    bin_ = session.get(Bin, bin_id)
-    created = bin_ is None
-    if bin_ is None:
-        bin_ = Bin(id=bin_id, expected_count=expected_count, source=source, items=items)
-        session.add(bin_)
-    else:
-        if bin_.expected_count != expected_count:
-            bin_.last_verdict = None
-        bin_.expected_count = expected_count
-        bin_.source = source
-        bin_.items = items
-        # onupdate only fires when a column changed; a re-sent record still counts as "updated now".
-        bin_.updated_at = utcnow()
+    unchanged = Bin.expected_count == expected_count
+    updated = session.execute(
+        sa.update(Bin)
+        .where(Bin.id == bin_id)
+        .values(
+            expected_count=expected_count,
+            source=source,
+            items=items,
+            # Set explicitly: a re-sent record still counts as "updated now".
+            updated_at=utcnow(),
+            last_verdict=sa.case((unchanged, Bin.last_verdict), else_=sa.null()),
+            last_verdict_check_id=sa.case((unchanged, Bin.last_verdict_check_id), else_=sa.null()),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    created = not updated
+    if created:
+        session.add(Bin(id=bin_id, expected_count=expected_count, source=source, items=items))
     session.flush()
+    bin_ = session.get(Bin, bin_id, populate_existing=True)
+    assert bin_ is not None
     return bin_, created
 
 
@@ -98,7 +107,7 @@ def list_bins(
 
 def record_check(
     session: Session,
-    bin_: Bin,
+    bin_id: str,
     *,
     image_key: str,
     expected_count: int,
@@ -109,12 +118,17 @@ def record_check(
     verdict: str,
     thresholds: dict[str, float],
     model_version_id: int | None,
-    judges_record: bool,
-) -> BinCheck:
-    """Store one check. ``judges_record``: the check compared the photo with the bin's recorded count
-    (not a per-request override), so its verdict becomes the bin's ``last_verdict``."""
+) -> tuple[BinCheck, bool]:
+    """Store one check; returns it and whether its verdict became the bin's ``last_verdict``.
+
+    It does when the count it judged is the bin's recorded count at the moment the check is written.
+    Decided inside the UPDATE (not from the count read before the photo was counted, which a PUT may have
+    changed meanwhile), so ``last_verdict`` always judges the count the bin records now.
+    Raises ``BinNotFound`` when the bin is gone.
+    """
+    require_bin(session, bin_id)
     check = BinCheck(
-        bin_id=bin_.id,
+        bin_id=bin_id,
         image_key=image_key,
         expected_count=expected_count,
         predicted_count=predicted_count,
@@ -127,11 +141,21 @@ def record_check(
     )
     session.add(check)
     session.flush()
-    bin_.last_checked_at = check.created_at
-    if judges_record:
-        bin_.last_verdict = verdict
-    session.flush()
-    return check
+    judges = Bin.expected_count == expected_count
+    session.execute(
+        sa.update(Bin)
+        .where(Bin.id == bin_id)
+        .values(
+            last_checked_at=check.created_at,
+            last_verdict=sa.case((judges, verdict), else_=Bin.last_verdict),
+            last_verdict_check_id=sa.case((judges, check.id), else_=Bin.last_verdict_check_id),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    bin_ = session.get(Bin, bin_id, populate_existing=True)
+    if bin_ is None:
+        raise BinNotFound(f"bin {bin_id!r} was deleted while its check was stored")
+    return check, bin_.last_verdict_check_id == check.id
 
 
 def list_checks(

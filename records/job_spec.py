@@ -11,11 +11,12 @@ changes a queued job, and a resumed job compares equal to its own checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model.recipes import DEFAULT_RECIPE, RECIPES
+from records.text_rules import SafeLine
 
 PromotionPolicy = Literal["never", "if_better", "always"]
 
@@ -38,20 +39,23 @@ class DatasetSpec(BaseModel):
         },
     )
 
-    uri: str = Field(
+    uri: SafeLine = Field(
         min_length=1,
         max_length=2048,
         description="A folder on the worker hosts, or s3://bucket/prefix, in ABID layout "
         "(bin-images/<id>.jpg, metadata/<id>.json, optional manifest.csv with a train/val split).",
     )
-    endpoint_url: str | None = Field(
-        default=None, max_length=2048, description="S3-compatible endpoint (MinIO) for an s3:// uri."
+    endpoint_url: SafeLine | None = Field(
+        default=None,
+        max_length=2048,
+        description="S3-compatible endpoint (MinIO) for an s3:// uri. Only endpoints on the deployment's "
+        "allow-list (BINWATCH_DATASET_ENDPOINT_ALLOWLIST, empty by default) are accepted.",
     )
     min_count: int | None = Field(
         default=None, ge=0, description="Only bins with at least this many objects."
     )
     max_count: int | None = Field(default=None, ge=0, description="Only bins with at most this many objects.")
-    ids: list[str] | None = Field(
+    ids: list[Annotated[SafeLine, Field(min_length=1, max_length=128)]] | None = Field(
         default=None,
         max_length=MAX_IDS,
         description="Only these bin ids (strings: '00121' and '121' differ). "
@@ -91,8 +95,10 @@ class Hyperparameters(BaseModel):
         },
     )
 
-    recipe: str | None = Field(
-        default=None, description=f"{', '.join(RECIPES)}; default {DEFAULT_RECIPE} (model/recipes.py)."
+    recipe: SafeLine | None = Field(
+        default=None,
+        max_length=64,
+        description=f"{', '.join(RECIPES)}; default {DEFAULT_RECIPE} (model/recipes.py).",
     )
     architecture: (
         Literal[
@@ -140,3 +146,41 @@ def resolve_config(hp: Hyperparameters) -> dict[str, Any]:
         raise ValueError(f"invalid training configuration: {problems}") from exc
     # The worker host picks the device; stored as "auto" so any worker can take the job.
     return cfg.model_dump(mode="json") | {"device": "auto"}
+
+
+def _endpoint_origin(url: str) -> str | None:
+    """scheme://host:port of an http(s) URL, lower-cased, default ports filled in; None if not one."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return None
+    port = port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
+
+
+def check_endpoint(endpoint_url: str | None, allowlist: list[str]) -> None:
+    """Raise ValueError unless ``endpoint_url`` is None or names an origin on ``allowlist``.
+
+    A worker sends signed requests (its S3 credentials) and reads replies from a dataset's endpoint, so a
+    client choosing one could point the worker at any address it can reach: the operator's list decides,
+    and it is empty by default. Origins are compared (scheme, host, port); paths are ignored.
+    """
+    if endpoint_url is None:
+        return
+    origin = _endpoint_origin(endpoint_url)
+    allowed = {o for o in (_endpoint_origin(entry) for entry in allowlist) if o}
+    if origin is None or origin not in allowed:
+        where = (
+            f"allowed: {', '.join(sorted(allowed))}"
+            if allowed
+            else "none are allowed on this deployment; leave endpoint_url out"
+        )
+        raise ValueError(
+            "endpoint_url is not on this deployment's list of dataset endpoints "
+            f"(BINWATCH_DATASET_ENDPOINT_ALLOWLIST; {where})"
+        )

@@ -11,7 +11,7 @@ from settings import Settings
 def config_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
         shown = "—" if default is None else f"`{default}`"
         text = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `BINWATCH_{name.upper()}` | {shown} | {text} |")

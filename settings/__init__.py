@@ -41,7 +41,9 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Interface the API binds (0.0.0.0 in Docker).")
     port: int = Field(default=8000, description="Port `binwatch serve` listens on.")
-    workers: int = Field(default=1, ge=1, description="uvicorn worker processes; each loads the model once.")
+    workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes; each loads the model; /metrics sums them."
+    )
 
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
@@ -138,7 +140,7 @@ class Settings(BaseSettings):
         default=3,
         ge=1,
         description="A job is taken by a worker at most this many times; when its worker has died on every "
-        "try (crash, OOM, kill) it fails with a message naming the hosts instead of being handed out forever.",
+        "try (crash, OOM, kill) it fails with a message naming the hosts, instead of running forever.",
     )
     job_reaper_interval_seconds: float = Field(
         default=60.0,

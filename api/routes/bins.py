@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import Discriminator, Tag
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api import images
+from api import idempotency, images
 from api.deps import AppState, Principal, get_db, get_state, require_model, require_scope
+from api.idempotency import IdempotentRequest
 from api.inference import infer
 from api.model_manager import ServingModel
-from api.problems import Problem, problem_responses
+from api.problems import VALIDATION, Problem, problem_responses
 from api.schemas import (
     BIN_ID_PATTERN,
     MAX_COUNT,
+    MAX_ID,
     AbidMetadataBody,
     BinCountBody,
     BinOut,
@@ -29,11 +34,12 @@ from api.schemas import (
     ModelRef,
     NewCheck,
 )
-from model.verdicts import Verdict, classes_from_labels, judge
+from model.verdicts import classes_from_labels, judge
 from records import bins as bin_records
 from records.artifacts import ArtifactNotFound
 from records.db import session_scope
 from records.orm import Bin, BinCheck, utcnow
+from records.text_rules import scrub
 
 log = logging.getLogger("binwatch.api.bins")
 
@@ -47,6 +53,14 @@ BinId = Annotated[
         examples=["00011"],
     ),
 ]
+
+
+# Photos are stored as uploaded, in whichever accepted format they came (api/images.py).
+PHOTO_MEDIA_TYPES = sorted(set(images.CONTENT_TYPE_OF_FORMAT.values()) | {"application/octet-stream"})
+
+BINARY = {"type": "string", "format": "binary"}
+
+CheckId = Annotated[int, Path(ge=1, le=MAX_ID, description="The check's id.")]
 
 
 def _body_kind(value: Any) -> str:
@@ -80,10 +94,12 @@ def bin_out(bin_: Bin) -> BinOut:
         id=bin_.id,
         expected_count=bin_.expected_count,
         source=bin_.source,  # type: ignore[arg-type]
-        items=bin_.items,
+        # scrub: rows stored before the text rules (records/text_rules.py) must still read back.
+        items=scrub(bin_.items),
         created_at=bin_.created_at,
         updated_at=bin_.updated_at,
         last_verdict=bin_.last_verdict,  # type: ignore[arg-type]
+        last_verdict_check_id=bin_.last_verdict_check_id,
         last_checked_at=bin_.last_checked_at,
     )
 
@@ -190,7 +206,8 @@ def list_bins(
         Literal["api", "abid-metadata"] | None, Query(description="Only bins from this source.")
     ] = None,
     after: Annotated[
-        str | None, Query(max_length=128, description="The previous page's next_cursor.")
+        str | None,
+        Query(pattern=BIN_ID_PATTERN, description="The previous page's next_cursor (a bin id)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
 ) -> BinPage:
@@ -213,40 +230,32 @@ def _store_check(
     bin_id: str,
     upload: images.Upload,
     info: images.ImageInfo,
-    model: ServingModel,
-    prediction_label: str,
-    prediction_count: int,
-    probabilities: dict[str, float],
-    expected: int,
-    verdict: Verdict,
-    judges_record: bool,
-) -> BinCheck:
+    respond: Callable[[BinCheck, bool], NewCheck],
+    idem: IdempotentRequest | None,
+    **check: Any,
+) -> NewCheck | JSONResponse:
+    """Store the photo and the check (and, with an Idempotency-Key, the answer, in the same transaction);
+    returns the answer, or the stored answer of a request with the same key that committed first."""
     now = utcnow()
     image_key = f"checks/{bin_id}/{now:%Y/%m/%d}/{uuid.uuid4().hex}.{info.extension}"
     state.artifacts.put_bytes(image_key, upload.data, info.content_type)
     try:
         with session_scope(state.session_factory) as session:
-            bin_ = bin_records.require_bin(session, bin_id)
-            check = bin_records.record_check(
-                session,
-                bin_,
-                image_key=image_key,
-                expected_count=expected,
-                predicted_count=prediction_count,
-                predicted_label=prediction_label,
-                probabilities=probabilities,
-                probability_of_expected=verdict.probability_of_expected,
-                verdict=verdict.verdict,
-                thresholds=verdict.thresholds,
-                model_version_id=model.version_id,
-                judges_record=judges_record,
-            )
-            return check
+            stored, judged = bin_records.record_check(session, bin_id, image_key=image_key, **check)
+            answer = respond(stored, judged)
+            idempotency.remember(session, idem, 201, answer.model_dump(mode="json"))
+            return answer
     except BaseException as exc:
         # No row points at the photo: do not keep it.
         state.artifacts.delete(image_key)
         if isinstance(exc, bin_records.BinNotFound):  # deleted while the photo was being counted
             raise _not_found(exc) from exc
+        if isinstance(exc, sa.exc.IntegrityError) and idem is not None:
+            # A request with the same Idempotency-Key committed first: answer as it did.
+            with session_scope(state.session_factory) as session:
+                first = idempotency.replay(session, idem)
+            if first is not None:
+                return first
         raise
 
 
@@ -259,25 +268,50 @@ def _store_check(
 )
 async def create_check(
     bin_id: BinId,
-    image: Annotated[UploadFile, File(description="The bin photo (JPEG, PNG, ...).")],
+    request: Request,
+    image: Annotated[
+        UploadFile, File(description="The bin photo (JPEG, PNG, WebP, GIF, BMP, TIFF); exactly one.")
+    ],
     key: Annotated[Principal, Depends(require_scope("inventory"))],
     state: Annotated[AppState, Depends(get_state)],
     model: Annotated[ServingModel, Depends(require_model)],
+    idempotency_key: idempotency.IdempotencyKey = None,
     expected_count: Annotated[
         int | None,
         Form(ge=0, le=MAX_COUNT, description="Judge against this count instead of the recorded one."),
     ] = None,
-) -> NewCheck:
+) -> NewCheck | JSONResponse:
     """Counts the objects in the photo and judges the bin's recorded count (or ``expected_count``) by
     the model's probability of that count: ``match`` / ``mismatch`` / ``uncertain`` (docs/verdicts.md).
 
     A recorded count above the model's range is judged against the overflow class (12 vs ``"6+"`` is a
-    match). The photo and the check are stored; a check against the recorded count updates the bin's
-    ``last_verdict``. Needs the ``inventory`` scope.
+    match). The photo and the check are stored. The verdict becomes the bin's ``last_verdict`` when the
+    count it judged is the bin's recorded count at the moment the check is stored (a PUT that changed
+    the count meanwhile wins). Send an ``Idempotency-Key`` to make retries safe. Needs ``inventory``.
     """
+    # FastAPI would silently take one of several parts named "image"; the parsed form is cached.
+    parts = len((await request.form()).getlist("image"))
+    if parts != 1:
+        raise Problem(
+            422,
+            f"send exactly one 'image' part (this request has {parts}); check one photo per request",
+            type=VALIDATION,
+            title="Invalid request",
+            errors=[{"loc": ["body", "image"], "msg": "exactly one image", "type": "value_error"}],
+        )
+    upload = await images.read_upload(image)
+    idem = idempotency.request_for(
+        idempotency_key,
+        key.key_id,
+        f"POST /v1/bins/{bin_id}/checks",
+        upload.data,
+        "" if expected_count is None else str(expected_count),
+    )
+    first = await run_in_threadpool(_replay, state, idem)
+    if first is not None:
+        return first
     recorded = await run_in_threadpool(_recorded_count, state, bin_id)
     expected = recorded if expected_count is None else expected_count
-    upload = await images.read_upload(image)
     tensors, infos = await run_in_threadpool(images.prepare, [upload], model.predictor, state.settings)
     (result,) = await infer(state, model, tensors)
     prediction = result.prediction
@@ -288,30 +322,47 @@ async def create_check(
         match_threshold=state.settings.match_threshold,
         mismatch_threshold=state.settings.mismatch_threshold,
     )
-    judges_record = expected == recorded
-    check = await run_in_threadpool(
-        _store_check,
-        state,
-        bin_id,
-        upload,
-        infos[0],
-        result.model,
-        prediction.label,
-        prediction.count,
-        prediction.probabilities,
-        expected,
-        verdict,
-        judges_record,
-    )
-    state.metrics.checks.labels(verdict.verdict).inc()
     version = result.model.version
-    return NewCheck(
-        **check_out(check).model_dump(exclude={"expected_label"}),
-        expected_label=verdict.expected_label,
-        expected_count_source="record" if expected_count is None else "request",
-        reason=verdict.reason,
-        model=ModelRef(id=version.id, name=version.name, sha256=version.sha256),
+
+    def respond(check: BinCheck, judged: bool) -> NewCheck:
+        return NewCheck(
+            **check_out(check).model_dump(exclude={"expected_label"}),
+            expected_label=verdict.expected_label,
+            expected_count_source="record" if expected_count is None else "request",
+            updated_last_verdict=judged,
+            reason=verdict.reason,
+            model=ModelRef(id=version.id, name=version.name, sha256=version.sha256),
+        )
+
+    answer = await run_in_threadpool(
+        partial(
+            _store_check,
+            state,
+            bin_id,
+            upload,
+            infos[0],
+            respond,
+            idem,
+            expected_count=expected,
+            predicted_count=prediction.count,
+            predicted_label=prediction.label,
+            probabilities=prediction.probabilities,
+            probability_of_expected=verdict.probability_of_expected,
+            verdict=verdict.verdict,
+            thresholds=verdict.thresholds,
+            model_version_id=result.model.version_id,
+        )
     )
+    if isinstance(answer, NewCheck):
+        state.metrics.checks.labels(verdict.verdict).inc()
+    return answer
+
+
+def _replay(state: AppState, idem: IdempotentRequest | None) -> JSONResponse | None:
+    if idem is None:
+        return None
+    with session_scope(state.session_factory) as session:
+        return idempotency.replay(session, idem)
 
 
 @router.get(
@@ -324,7 +375,9 @@ def list_checks(
     bin_id: BinId,
     key: Annotated[Principal, Depends(require_scope("inventory"))],
     session: Annotated[Session, Depends(get_db)],
-    before: Annotated[int | None, Query(ge=1, description="The previous page's next_cursor.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="The previous page's next_cursor.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
 ) -> CheckPage:
     """The bin's checks, newest first. Needs ``inventory``."""
@@ -351,7 +404,7 @@ def _require_check(session: Session, bin_id: str, check_id: int) -> BinCheck:
 )
 def get_check(
     bin_id: BinId,
-    check_id: Annotated[int, Path(ge=1)],
+    check_id: CheckId,
     key: Annotated[Principal, Depends(require_scope("inventory"))],
     session: Annotated[Session, Depends(get_db)],
 ) -> CheckOut:
@@ -365,7 +418,7 @@ def get_check(
     response_class=Response,
     responses={
         200: {
-            "content": {"image/jpeg": {}, "image/png": {}},
+            "content": {media: {"schema": BINARY} for media in PHOTO_MEDIA_TYPES},
             "description": "The stored photo, as uploaded.",
         },
         **problem_responses(401, 403, 404, 422),
@@ -373,7 +426,7 @@ def get_check(
 )
 def get_check_image(
     bin_id: BinId,
-    check_id: Annotated[int, Path(ge=1)],
+    check_id: CheckId,
     key: Annotated[Principal, Depends(require_scope("inventory"))],
     state: Annotated[AppState, Depends(get_state)],
     session: Annotated[Session, Depends(get_db)],
@@ -385,12 +438,5 @@ def get_check_image(
     except ArtifactNotFound as exc:
         raise Problem(404, f"the photo of check {check_id} is no longer in the artifact store") from exc
     ext = check.image_key.rsplit(".", 1)[-1]
-    media = {
-        "jpg": "image/jpeg",
-        "png": "image/png",
-        "webp": "image/webp",
-        "gif": "image/gif",
-        "bmp": "image/bmp",
-        "tif": "image/tiff",
-    }.get(ext, "application/octet-stream")
+    media = images.CONTENT_TYPE_OF_EXTENSION.get(ext, "application/octet-stream")
     return Response(content=data, media_type=media)

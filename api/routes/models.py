@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AppState, Principal, get_db, get_state, require_scope
 from api.model_manager import ModelLoadError, ServingModel, VersionRef
 from api.problems import MODEL_UNLOADABLE, Problem, problem_responses
-from api.schemas import ModelDetail, ModelOut, ModelPage, PromoteBody, PromoteResult, PromotionOut
+from api.schemas import MAX_ID, ModelDetail, ModelOut, ModelPage, PromoteBody, PromoteResult, PromotionOut
 from records import model_versions
 from records.db import session_scope
 from records.orm import ModelVersion
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 HEADLINE_METRICS = ("n", "accuracy", "rmse", "within_one", "ece")
 
-ModelId = Annotated[int, Path(ge=1, description="Model version id.", examples=[3])]
+ModelId = Annotated[int, Path(ge=1, le=MAX_ID, description="Model version id.", examples=[3])]
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +71,9 @@ def list_models(
     key: Annotated[Principal, Depends(require_scope(None))],
     state: Annotated[AppState, Depends(get_state)],
     session: Annotated[Session, Depends(get_db)],
-    before: Annotated[int | None, Query(ge=1, description="The previous page's next_cursor.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="The previous page's next_cursor.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ModelPage:
     """Registered model versions, newest first, with headline metrics and which one is active.

@@ -8,6 +8,7 @@ name through records.job_queue.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -17,15 +18,20 @@ from typing import Annotated, Any, Literal
 
 from celery import Celery
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api import idempotency
 from api.deps import Principal, get_db, get_settings, require_scope
 from api.problems import PROBLEM_MEDIA_TYPE, URN, VALIDATION, Problem, ProblemDetails
+from records import idempotency as idempotency_records
 from records import jobs as job_records
 from records.job_queue import QueueUnavailable, enqueue_training, make_celery, time_limits
-from records.job_spec import DatasetSpec, Hyperparameters, PromotionPolicy, resolve_config
+from records.job_spec import DatasetSpec, Hyperparameters, PromotionPolicy, check_endpoint, resolve_config
 from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, utcnow
+from records.text_rules import SafeLine
 from settings import Settings
 
 log = logging.getLogger("binwatch.api.training_jobs")
@@ -88,7 +94,7 @@ class TrainingJobCreate(BaseModel):
         description="After success: never promote; promote if_better (the active model is evaluated on this "
         "job's validation split and compared on the same metric); or always promote.",
     )
-    model_name: str | None = Field(
+    model_name: SafeLine | None = Field(
         default=None, min_length=1, max_length=128, description="Name of the version it registers."
     )
 
@@ -275,6 +281,23 @@ def celery_for(settings: Settings) -> Celery:
         return app
 
 
+def _resend_if_unsent(db: Session, settings: Settings, job_id: str) -> None:
+    """A replayed submission whose job no worker has taken yet is queued again.
+
+    The API may have died between committing the job and sending its task; then only this retry can
+    get it queued. When the task was sent after all, the duplicate is harmless: a job has one owner
+    (records/jobs.py claim_job) and a task for a job that is running or finished does nothing.
+    """
+    job = job_records.get_job(db, job_id)
+    if job is None or job.status != "queued" or job.started_at is not None or not job.celery_task_id:
+        return
+    soft = (job.params or {}).get("time_limit_seconds")
+    try:
+        enqueue_training(celery_for(settings), settings, job.id, job.celery_task_id, soft)
+    except QueueUnavailable as exc:
+        log.warning("training job %s: queueing it again on a replayed submission failed: %s", job_id, exc)
+
+
 def _not_found(job_id: str) -> Problem:
     return Problem(404, f"no training job {job_id}", type=JOB_NOT_FOUND, title="Not Found")
 
@@ -319,11 +342,25 @@ def submit_job(
     db: Db,
     settings: CurrentSettings,
     principal: Trainer,
-) -> TrainingJobOut:
+    idempotency_key: idempotency.IdempotencyKey = None,
+) -> TrainingJobOut | JSONResponse:
     """Queue a training job; a worker on the `training` queue runs it. Answers 202 with the job, whose
     `status` then moves through queued, running and succeeded / failed / cancelled
     (`GET /v1/training-jobs/{id}`). The dataset path is read by the worker hosts; a path they cannot read
     fails the job with a readable `error` within seconds of it starting."""
+    idem = idempotency.request_for(
+        idempotency_key, principal.key_id, "POST /v1/training-jobs", body.model_dump_json()
+    )
+    first = idempotency.replay(db, idem)
+    if first is not None:
+        job_id = str(json.loads(first.body)["id"])
+        _resend_if_unsent(db, settings, job_id)
+        first.headers["Location"] = str(request.url_for("get_training_job", job_id=job_id))
+        return first
+    try:
+        check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
     hp = body.hyperparameters
     try:
         config = resolve_config(hp)
@@ -351,12 +388,27 @@ def submit_job(
         epochs=int(config["epochs"]),
         celery_task_id=task_id,
     )
-    # Committed before queueing: a worker fast enough to take the task at once must find the row.
-    db.commit()
+    db.flush()
+    db.refresh(job)
+    # The answer is stored with the job (one commit): a client that never saw it retries with its key.
+    try:
+        idempotency.remember(db, idem, 202, job_out(job, metrics=[]).model_dump(mode="json"))
+        # Committed before queueing: a worker fast enough to take the task at once must find the row.
+        db.commit()
+    except IntegrityError:
+        # A request with the same key committed first (its job, not this one, is the submission).
+        db.rollback()
+        first = idempotency.replay(db, idem)
+        if first is None:
+            raise
+        return first
     try:
         enqueue_training(celery_for(settings), settings, job.id, task_id, soft)
     except QueueUnavailable as exc:
         job_records.mark_not_queued(db, job.id, f"not queued: {exc}")
+        if idem is not None:
+            # The client gets a 503: its retry must submit again, not replay a 202 for a dead job.
+            idempotency_records.forget(db, idem.api_key_id, idem.key)
         db.commit()
         log.warning("training job %s not queued: %s", job.id, exc)
         raise Problem(
@@ -368,7 +420,6 @@ def submit_job(
             job_id=job.id,
         ) from exc
     log.info("training job %s queued by %s", job.id, principal.actor)
-    db.refresh(job)
     response.headers["Location"] = str(request.url_for("get_training_job", job_id=job.id))
     return job_out(job, metrics=[])
 
@@ -385,7 +436,8 @@ def list_training_jobs(
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs with these statuses.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        str | None, Query(max_length=36, description="The previous page's next_cursor.")
+        str | None,
+        Query(max_length=36, pattern=r"^[0-9a-f]+$", description="The previous page's next_cursor."),
     ] = None,
 ) -> TrainingJobPage:
     """Jobs, newest first, each with its newest finished epoch."""

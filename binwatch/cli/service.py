@@ -6,9 +6,14 @@ The apikeys commands work on the database directly (binwatch/cli/database.py), w
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -24,8 +29,39 @@ from records.orm import SCOPES
 apikeys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 
 
-
 # -- serve -------------------------------------------------------------------------------------------
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to aggregated (file) mode
+# What prometheus_client writes there: <type>_<pid>.db, gauges as gauge_<multiprocess_mode>_<pid>.db.
+_PROMETHEUS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
+def _prepare_metrics_dir(workers: int) -> tuple[Path | None, bool]:
+    """Give uvicorn's workers one empty directory for prometheus_client's multiprocess mode, so that
+    /metrics sums all of them (api/metrics.py). Returns the directory (None: per-process metrics) and
+    whether serve created it, and so removes it on exit.
+
+    Set in os.environ before uvicorn starts its workers, which are spawned (fresh interpreters, not forks):
+    each imports prometheus_client only after it has the variable. An operator's PROMETHEUS_MULTIPROC_DIR
+    is used as is (even with one worker; prometheus_client in this process already follows it), with
+    prometheus_client's files from an earlier run deleted first, as its docs require: they would add old
+    totals and old workers' gauges. Nothing else in it is touched. Without one and with several workers:
+    a new private temporary directory (TMPDIR), not one under BINWATCH_HOME, which may be a volume shared
+    by replicas or a network filesystem, where mmap is slow and another instance's files would be summed.
+    """
+    configured = os.environ.get(MULTIPROC_DIR_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.iterdir():
+            if _PROMETHEUS_FILE.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
+        return path, False
+    if workers <= 1:
+        return None, False
+    path = Path(tempfile.mkdtemp(prefix="binwatch-metrics-"))
+    os.environ[MULTIPROC_DIR_ENV] = str(path)
+    return path, True
 
 
 def _die_with_parent() -> None:
@@ -92,6 +128,13 @@ def serve(
         broker = sa.engine.make_url(settings.resolved_broker_url).render_as_string(hide_password=True)
         err.print(f"training worker started (pid {training_worker.pid}); broker {broker}", soft_wrap=True)
     try:
+        # After the training worker started: it does not inherit a directory that is only the API's.
+        metrics_dir, own_metrics_dir = _prepare_metrics_dir(workers)
+    except OSError as exc:
+        raise fail(f"cannot prepare {MULTIPROC_DIR_ENV} for metrics: {exc}") from exc
+    if metrics_dir is not None:
+        err.print(f"metrics: /metrics sums all workers ({MULTIPROC_DIR_ENV}={metrics_dir})", soft_wrap=True)
+    try:
         uvicorn.run(
             "api.app:create_app",
             factory=True,
@@ -100,6 +143,8 @@ def serve(
             workers=workers,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=30,
+            # Unparsable requests answered as problem+json too (api/http_protocol.py).
+            http="api.http_protocol:ProblemHttpToolsProtocol",
         )
     finally:
         if training_worker is not None:
@@ -109,6 +154,10 @@ def serve(
                 training_worker.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 training_worker.kill()
+        if own_metrics_dir and metrics_dir is not None:
+            # uvicorn has joined its workers by now. (Left behind only if serve itself is killed: a few
+            # small files under TMPDIR.)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # -- apikeys -----------------------------------------------------------------------------------------
