@@ -12,6 +12,7 @@ docs/api.md.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -158,15 +159,16 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    from starlette.routing import Match
-
+    # From the OpenAPI document: it is what clients read, and FastAPI's nested routers make walking
+    # the route table itself version-dependent.
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match != Match.NONE and route_methods:
-            methods |= set(route_methods)
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in item if m in HTTP_METHODS}
     return sorted(methods)
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
