@@ -188,20 +188,19 @@ def make_s3_client(
 def describe_s3_error(exc: BaseException) -> str:
     """What went wrong with an S3 request, without anything the server wrote.
 
-    botocore's messages quote the error document the endpoint sent back; a dataset endpoint is chosen
-    per job, so its text must not travel into job errors (which clients read): only the HTTP status and
-    a sanitised error code are kept. Connection-level errors name the endpoint, which the client sent.
+    botocore's ``ClientError`` messages quote the error document the endpoint sent back; a dataset
+    endpoint is chosen per job, so its text must not travel into job errors (which clients read): only
+    the HTTP status and a sanitised error code are kept. Other botocore errors (cannot connect, timed
+    out, no credentials) are written by botocore itself and name at most the endpoint the caller gave.
     """
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        code = re.sub(r"[^A-Za-z0-9.]", "", str(error.get("Code", "")))[:64] or "unknown"
-        return f"{exc.operation_name} answered HTTP {status} ({code})"
-    if isinstance(exc, EndpointConnectionError):
-        return "the endpoint could not be reached"
-    return type(exc).__name__
+        response = exc.response if isinstance(exc.response, dict) else {}
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        code = re.sub(r"[^A-Za-z0-9.]", "", str(response.get("Error", {}).get("Code", "")))[:64]
+        return f"{exc.operation_name} answered HTTP {status} ({code or 'no error code'})"
+    return str(exc)
 
 
 class S3Source:

@@ -282,3 +282,39 @@ def test_s3_errors_are_dataset_errors(moto_endpoint: str) -> None:
         unreachable.read_manifest()
     with pytest.raises(DatasetError, match="cannot reach"):
         unreachable.probe()
+
+
+def test_s3_errors_never_carry_the_endpoints_text() -> None:
+    # A dataset endpoint is chosen per job; what it answers must not travel into the job's error, which
+    # clients read (it could be an internal service's reply). Only the status and error code are kept.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = (
+        b'<?xml version="1.0"?><Error><Code>Access<Denied>!</Code>'
+        b"<Message>internal-admin-token=SECRET-REMOTE-TEXT</Message></Error>"
+    )
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = S3Source("s3://bucket/abid/", endpoint_url=f"http://127.0.0.1:{server.server_port}")
+        for attempt in (source.read_manifest, lambda: source.object_sizes("metadata")):
+            with pytest.raises(DatasetError) as caught:
+                attempt()
+            message = str(caught.value)
+            assert "SECRET-REMOTE-TEXT" not in message and "<" not in message, message
+            assert "HTTP 403" in message, message
+    finally:
+        server.shutdown()
