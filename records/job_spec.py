@@ -184,3 +184,26 @@ def check_endpoint(endpoint_url: str | None, allowlist: list[str]) -> None:
             "endpoint_url is not on this deployment's list of dataset endpoints "
             f"(BINWATCH_DATASET_ENDPOINT_ALLOWLIST; {where})"
         )
+
+
+def check_dataset_root(uri: str, roots: list[str]) -> None:
+    """Raise ValueError when ``roots`` is set and the folder ``uri`` names is not inside one of them.
+
+    Compared lexically (``..`` collapsed, no symlinks followed: the API does not see the worker hosts'
+    disks). s3:// URIs are not folders and pass; endpoints have their own list (``check_endpoint``).
+    """
+    import posixpath
+
+    if not roots or uri.startswith("s3://"):
+        return
+    if not uri.startswith("/"):
+        raise ValueError(f"dataset.uri must be an absolute path under {', '.join(roots)} on this deployment")
+    path = posixpath.normpath(uri)
+    for root in roots:
+        base = posixpath.normpath(root)
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            return
+    raise ValueError(
+        f"dataset.uri {path} is outside the folders training jobs may read on this deployment "
+        f"(BINWATCH_DATASET_ROOTS: {', '.join(roots)})"
+    )

@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         "s3:// datasets go to AWS, or to BINWATCH_S3_ENDPOINT_URL when set. Workers send their "
         "credentials only to these (docs/security.md).",
     )
+    dataset_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders on the worker hosts under which a training job's dataset.uri may point (JSON "
+        "list, e.g. [\"/data\"]). Empty (the default): any folder the worker can read; set it wherever "
+        "train keys are not fully trusted (docs/security.md).",
+    )
     job_work_dir: Path | None = Field(
         default=None, description="Scratch folder for running jobs' checkpoints. Default: <home>/jobs."
     )

@@ -29,7 +29,14 @@ from api.problems import PROBLEM_MEDIA_TYPE, URN, VALIDATION, Problem, ProblemDe
 from records import idempotency as idempotency_records
 from records import jobs as job_records
 from records.job_queue import QueueUnavailable, enqueue_training, make_celery, time_limits
-from records.job_spec import DatasetSpec, Hyperparameters, PromotionPolicy, check_endpoint, resolve_config
+from records.job_spec import (
+    DatasetSpec,
+    Hyperparameters,
+    PromotionPolicy,
+    check_dataset_root,
+    check_endpoint,
+    resolve_config,
+)
 from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, utcnow
 from records.text_rules import SafeLine
 from settings import Settings
@@ -361,6 +368,10 @@ def submit_job(
         check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
     except ValueError as exc:
         raise _invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
+    try:
+        check_dataset_root(body.dataset.uri, settings.dataset_roots)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "dataset", "uri"]) from exc
     hp = body.hyperparameters
     try:
         config = resolve_config(hp)

@@ -236,3 +236,14 @@ def test_a_retried_job_submission_is_queued_once(make_service: Callable[..., Ser
     changed = client.post("/v1/training-jobs", json={**body, "model_name": "x"}, headers=h)
     assert problem(changed, 422)["type"] == "urn:binwatch:problem:idempotency-key-reused"
     assert json.loads(json.dumps(first.json()))["status"] == "queued"
+
+
+def test_dataset_folders_can_be_confined(make_service: Callable[..., Service]) -> None:
+    svc = make_service(dataset_roots=["/data/abid"])
+    h = svc.headers()
+    for uri in ("/data/abid", "/data/abid/2026", "/data/abid/x/../y"):
+        ok = svc.client.post("/v1/training-jobs", json={"dataset": {"uri": uri}}, headers=h)
+        assert ok.status_code == 202, (uri, ok.text)
+    for uri in ("/data/abid-other", "/data/abid/../../etc", "/etc", "relative/abid"):
+        refused = svc.client.post("/v1/training-jobs", json={"dataset": {"uri": uri}}, headers=h)
+        assert "BINWATCH_DATASET_ROOTS" in problem(refused, 422)["detail"] or "absolute" in refused.text, uri
