@@ -7,23 +7,63 @@ and without a transition being applied twice: whoever's WHERE clause still match
 
 A running job has exactly one live owner: the worker whose ``owner`` token is in ``host`` and who keeps
 ``heartbeat_at`` fresh. Another delivery of the same task (Redis redelivers a message whose worker died,
-or one unacknowledged for longer than the visibility timeout) may take the job over only once that
-heartbeat is stale; an owner that finds its token replaced stops without touching the job.
+or one unacknowledged for longer than the visibility timeout, or the reaper sends it again) may take the
+job over only once that heartbeat is stale; an owner that finds its token replaced stops without touching
+the job. Claiming, handing back, the attempts limit and the reaper live in records/job_leases.py; their
+names are re-exported here, so callers keep using ``records.jobs``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from records.job_leases import (
+    Claim,
+    ClaimOutcome,
+    ReapAction,
+    Reaped,
+    claim_job,
+    claimable,
+    gave_up_message,
+    reap_stale_jobs,
+    release_job,
+    stale_cutoff,
+    stale_jobs,
+)
+from records.job_leases import owned as _owned
 from records.orm import JOB_FINISHED_STATUSES, EpochMetric, TrainingJob, utcnow
 from records.paging import Page
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "CancelOutcome",
+    "Claim",
+    "ClaimOutcome",
+    "ReapAction",
+    "Reaped",
+    "cancel_requested",
+    "claim_job",
+    "create_job",
+    "epoch_metrics",
+    "fail_running",
+    "finish_job",
+    "gave_up_message",
+    "get_job",
+    "heartbeat",
+    "latest_epochs",
+    "list_jobs",
+    "mark_not_queued",
+    "reap_stale_jobs",
+    "record_epoch",
+    "release_job",
+    "request_cancel",
+    "stale_jobs",
+]
 
 ACTIVE_STATUSES = ("queued", "running")
 
@@ -133,21 +173,11 @@ def request_cancel(
 ) -> tuple[CancelOutcome, TrainingJob | None]:
     """Cancel a job. A running one only gets its flag set; its worker sees it at the next batch."""
     now = utcnow()
-    stale = now - timedelta(seconds=stale_after_s)
     # A queued job, or a running one whose worker has stopped sending heartbeats, has nobody who would act
-    # on the flag soon (a dead worker's task comes back only after the visibility timeout): cancel it here.
+    # on the flag soon (a dead worker's task comes back only after the reaper's next pass): cancel it here.
     cancelled = session.execute(
         sa.update(TrainingJob)
-        .where(
-            TrainingJob.id == job_id,
-            sa.or_(
-                TrainingJob.status == "queued",
-                sa.and_(
-                    TrainingJob.status == "running",
-                    sa.or_(TrainingJob.heartbeat_at.is_(None), TrainingJob.heartbeat_at < stale),
-                ),
-            ),
-        )
+        .where(TrainingJob.id == job_id, claimable(stale_cutoff(stale_after_s, now)))
         .values(status="cancelled", cancel_requested=True, finished_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -167,67 +197,6 @@ def request_cancel(
 
 
 # ------------------------------------------------------------------------------------------- worker side
-
-
-class ClaimOutcome(StrEnum):
-    CLAIMED = "claimed"  # this worker now owns the job and runs it
-    FINISHED = "finished"  # a redelivered task for a job that already ended: nothing to do
-    BUSY = "busy"  # another worker is alive and running it
-    CANCELLED = "cancelled"  # cancel was requested while nobody was running it
-    MISSING = "missing"  # no such job (deleted, or the task came from another deployment)
-
-
-@dataclass
-class Claim:
-    outcome: ClaimOutcome
-    job: TrainingJob | None
-
-
-def claim_job(session: Session, job_id: str, owner: str, stale_after_s: float) -> Claim:
-    """Take ownership of a job: queued, or running with a stale heartbeat (its worker died)."""
-    now = utcnow()
-    stale = now - timedelta(seconds=stale_after_s)
-    claimable = sa.or_(
-        TrainingJob.status == "queued",
-        sa.and_(
-            TrainingJob.status == "running",
-            sa.or_(TrainingJob.heartbeat_at.is_(None), TrainingJob.heartbeat_at < stale),
-        ),
-    )
-    won = session.execute(
-        sa.update(TrainingJob)
-        .where(TrainingJob.id == job_id, claimable, TrainingJob.cancel_requested.is_(False))
-        .values(
-            status="running",
-            host=owner,
-            heartbeat_at=now,
-            started_at=sa.func.coalesce(TrainingJob.started_at, now),
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if won:
-        session.commit()
-        return Claim(ClaimOutcome.CLAIMED, session.get(TrainingJob, job_id, populate_existing=True))
-    # Cancel requested while nobody was running it (queued, or its worker died): finish it as cancelled.
-    cancelled = session.execute(
-        sa.update(TrainingJob)
-        .where(TrainingJob.id == job_id, claimable, TrainingJob.cancel_requested.is_(True))
-        .values(status="cancelled", finished_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    job = session.get(TrainingJob, job_id, populate_existing=True)
-    if job is None:
-        return Claim(ClaimOutcome.MISSING, None)
-    if cancelled:
-        return Claim(ClaimOutcome.CANCELLED, job)
-    if job.status in JOB_FINISHED_STATUSES:
-        return Claim(ClaimOutcome.FINISHED, job)
-    return Claim(ClaimOutcome.BUSY, job)
-
-
-def _owned(job_id: str, owner: str) -> sa.ColumnElement[bool]:
-    return sa.and_(TrainingJob.id == job_id, TrainingJob.status == "running", TrainingJob.host == owner)
 
 
 def heartbeat(session: Session, job_id: str, owner: str) -> bool:
@@ -334,18 +303,6 @@ def finish_job(
     )
     if commit:
         session.commit()
-    return bool(result.rowcount)
-
-
-def release_job(session: Session, job_id: str, owner: str) -> bool:
-    """Give an owned running job back to the queue (worker shutting down): queued, resumable anywhere."""
-    result = session.execute(
-        sa.update(TrainingJob)
-        .where(_owned(job_id, owner))
-        .values(status="queued", heartbeat_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
     return bool(result.rowcount)
 
 

@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3,
         ge=1,
-        description="A job is taken by a worker at most this many times; when its worker has died on every "
-        "try (crash, OOM, kill) it fails with a message naming the hosts, instead of running forever.",
+        description="How many workers may die running one job (crash, OOM, kill) before it fails with a "
+        "message naming their hosts, instead of being handed out forever. Clean hand-backs do not count.",
     )
     job_reaper_interval_seconds: float = Field(
         default=60.0,

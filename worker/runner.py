@@ -1,7 +1,8 @@
 """Running one training job, so that it survives the faults a fleet of GPU hosts really has.
 
 - Claim: the job gets one live owner (records/jobs.py claim_job). A redelivered message for a finished job
-  does nothing; one for a job whose owner still sends heartbeats is handed back to the queue.
+  does nothing; one for a job whose owner still sends heartbeats is handed back to the queue; one for a
+  job whose workers died BINWATCH_JOB_MAX_ATTEMPTS times fails it instead of running it again.
 - Resume on any host: the local work folder is rebuilt from the artifact store, from the checkpoint of the
   last epoch the database records as done, so a job killed on one host continues on another.
 - Every epoch: checkpoint files to the artifact store first, *then* the epoch's metrics row and
@@ -41,7 +42,7 @@ from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResu
 from records import jobs, model_versions, registry
 from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
 from records.db import make_engine, make_session_factory, session_scope
-from records.job_spec import DatasetSpec
+from records.job_spec import DatasetSpec, check_dataset_root, check_endpoint
 from records.orm import ModelVersion, TrainingJob
 from settings import Settings
 from worker.promotion import Decision, decide
@@ -120,10 +121,20 @@ class JobData:
     split: str  # the validation split in words, for the promotion decision
 
 
-def load_job_data(spec: DatasetSpec) -> JobData:
-    """The job's bins, split as ``binwatch train`` splits them; DatasetError/ValueError if unusable."""
+def load_job_data(spec: DatasetSpec, settings: Settings | None = None) -> JobData:
+    """The job's bins, split as ``binwatch train`` splits them; DatasetError/ValueError if unusable.
 
-    source = open_source(spec.uri, endpoint_url=spec.endpoint_url)
+    The deployment's limits are checked again here, before any connection is opened: the row may have
+    been stored before the operator narrowed them, or by something other than the API.
+    """
+    settings = settings or Settings()
+    try:
+        check_endpoint(spec.endpoint_url, settings.dataset_endpoint_allowlist)
+        check_dataset_root(spec.uri, settings.dataset_roots)
+    except ValueError as exc:
+        raise DatasetError(f"refused: {exc}") from exc
+    # No endpoint of its own: the deployment's S3 endpoint (if any) serves s3:// datasets as well.
+    source = open_source(spec.uri, endpoint_url=spec.endpoint_url or settings.s3_endpoint_url)
     source.probe()
     records = load_records(source)
     if spec.ids is not None:
@@ -214,7 +225,13 @@ class JobRun:
     # -- the whole run
     def run(self) -> Outcome:
         with self.session() as session:
-            claim = jobs.claim_job(session, self.job_id, self.owner, self.settings.job_stale_after_seconds)
+            claim = jobs.claim_job(
+                session,
+                self.job_id,
+                self.owner,
+                self.settings.job_stale_after_seconds,
+                max_attempts=self.settings.job_max_attempts,
+            )
         if claim.outcome == jobs.ClaimOutcome.BUSY:
             log.warning(
                 "job %s is running on %s with a fresh heartbeat; this delivery goes back to the queue "
@@ -228,6 +245,10 @@ class JobRun:
         if claim.outcome == jobs.ClaimOutcome.CANCELLED:
             log.info("job %s was cancelled before it ran", self.job_id)
             return Outcome.CANCELLED
+        if claim.outcome == jobs.ClaimOutcome.GAVE_UP:
+            # Not run: the message is acknowledged, so this job cannot take down yet another worker.
+            log.error("job %s failed: %s", self.job_id, claim.job.error if claim.job else "out of attempts")
+            return Outcome.FAILED
         if claim.outcome != jobs.ClaimOutcome.CLAIMED:
             log.info("job %s: nothing to do (%s)", self.job_id, claim.outcome)
             return Outcome.SKIPPED
@@ -255,7 +276,7 @@ class JobRun:
                 # such limit, which is one reason it is the recommended pool).
                 log.warning("job %s: prefork pool, so images are loaded without DataLoader workers", job.id)
                 cfg = cfg.model_copy(update={"num_workers": 0})
-            data = load_job_data(spec)
+            data = load_job_data(spec, self.settings)
             self._check_not_stopped_before_training()
             self.start_epoch = self._restore_checkpoints(job)
             result = self._train(cfg, data)

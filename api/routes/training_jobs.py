@@ -143,6 +143,7 @@ class TrainingJobOut(BaseModel):
                     "promotion_policy": "if_better",
                     "promotion_decision": None,
                     "cancel_requested": False,
+                    "attempts": 1,
                     "host": "gpu-1 pid 7 run 9c1d2e3f",
                     "error": None,
                     "model_version_id": None,
@@ -168,6 +169,10 @@ class TrainingJobOut(BaseModel):
     promotion_policy: PromotionPolicy
     promotion_decision: str | None = Field(description="Whether the model was promoted, and why.")
     cancel_requested: bool
+    attempts: int = Field(
+        description="How many workers have taken the job; one that dies running it is a used attempt "
+        "(BINWATCH_JOB_MAX_ATTEMPTS), a clean hand-back on shutdown is not."
+    )
     host: str | None = Field(description="The worker running (or that last ran) the job.")
     error: str | None
     model_version_id: int | None = Field(description="The model version the job registered.")
@@ -250,6 +255,7 @@ def job_out(
         promotion_policy=job.promotion_policy,  # type: ignore[arg-type]
         promotion_decision=job.promotion_decision,
         cancel_requested=job.cancel_requested,
+        attempts=job.attempts or 0,
         host=job.host,
         error=job.error,
         model_version_id=job.model_version_id,

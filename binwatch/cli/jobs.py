@@ -424,5 +424,9 @@ def worker(
 
 
 def register(root: typer.Typer) -> None:
+    from binwatch.cli.reap import reap
+
+    # reap works on the database and broker directly, like `worker`; it has its own module (and imports).
+    command(app, "reap")(reap)
     root.add_typer(app, name="jobs", help="Submit, follow and cancel training jobs through the HTTP API.")
     command(root, "worker")(worker)

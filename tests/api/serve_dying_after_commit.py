@@ -3,7 +3,8 @@ Idempotency-Key's answer: the request's effects are in the database, its respons
 
 Used by tests/api/test_hardening_http.py to show that a client retrying with the same key gets the first
 answer and nothing is stored twice. Run as ``python serve_dying_after_commit.py`` with the usual
-BINWATCH_* environment; exits with status 17 when it dies.
+BINWATCH_* environment; exits with status 17 when it dies. Never import it into another process: the
+listeners below are installed on import, for every SQLAlchemy session of that process.
 """
 
 from __future__ import annotations

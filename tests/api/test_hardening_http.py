@@ -17,14 +17,15 @@ import redis
 
 from records import apikeys
 from records.db import make_engine, make_session_factory, session_scope
-from tests.api.serve_dying_after_commit import DIED
 from tests.api.support import Server, clean_env, originals, start_server
 from tests.conftest import REPO, free_port, wait_for_port
 from tests.worker.support import delete_redis_prefix
 
 pytestmark = pytest.mark.slow
 
+# Run as a separate process only: importing it here would install its listeners in the test process.
 DYING = Path(__file__).with_name("serve_dying_after_commit.py")
+DIED = 17  # its exit status
 
 
 def _key(database_url: str, *scopes: str) -> str:

@@ -133,6 +133,29 @@ def test_time_limit_fails_the_job(env: tuple[Settings, Jobs, Resources]) -> None
     assert job.epoch < 50 and versions_of(helper, job_id) == []
 
 
+def test_a_job_whose_workers_all_died_is_failed_not_run(env: tuple[Settings, Jobs, Resources]) -> None:
+    settings, helper, res = env
+    job_id = helper.submit(enqueue=False)
+    with helper.sessions() as s:
+        for n in range(settings.job_max_attempts):  # each claimant dies: its heartbeat goes stale
+            assert jobs.claim_job(s, job_id, f"gpu-{n}", 3, max_attempts=settings.job_max_attempts).job
+            s.execute(
+                sa.update(TrainingJob).values(heartbeat_at=sa.func.now() - sa.text("interval '1 hour'"))
+            )
+            s.commit()
+    started = time.monotonic()
+    assert run_job(job_id, res) == Outcome.FAILED  # the redelivered task acknowledges, and runs nothing
+    assert time.monotonic() - started < 5
+    job = helper.get(job_id)
+    assert job.status == "failed" and job.attempts == settings.job_max_attempts and job.epoch == 0
+    assert job.error == (
+        f"gave up after {settings.job_max_attempts} attempts: the worker running the job died each time "
+        "(last on gpu-2; before that on gpu-1, gpu-0); see the worker logs of those hosts (out of memory, "
+        "a crash, a killed process)"
+    )
+    assert helper.epochs(job_id) == [] and versions_of(helper, job_id) == []
+
+
 def test_worker_that_lost_its_job_stops_without_touching_it(env: tuple[Settings, Jobs, Resources]) -> None:
     _settings, helper, res = env
     job_id = helper.submit(enqueue=False, epochs=50)
@@ -231,3 +254,53 @@ def test_hard_time_limit_kill_is_recorded_on_the_job(env: tuple[Settings, Jobs, 
     assert done.returncode == 0, done.stderr
     job = helper.get(job_id)
     assert job.status == "failed" and job.error == "hard time limit of 3900 s exceeded; the job was killed"
+
+
+def test_the_worker_never_contacts_an_endpoint_or_folder_the_operator_did_not_allow(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # Rows stored before the operator narrowed the lists (or written by anything but the API) are
+    # refused by the worker itself, before a connection is opened; allowing the endpoint is what
+    # makes the worker go there.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    upgrade_database(pg_url)
+    try:
+        for allowlist, roots, contacted in (([], [], False), ([endpoint], ["/nowhere"], True)):
+            settings = make_settings(
+                pg_url, tmp_path, dataset_endpoint_allowlist=allowlist, dataset_roots=roots
+            )
+            helper = Jobs(settings)
+            res = Resources(settings, helper.sessions, open_artifact_store(settings.resolved_artifact_store))
+            try:
+                job_id = helper.submit({"uri": "s3://bucket/abid/", "endpoint_url": endpoint}, enqueue=False)
+                assert run_job(job_id, res) == Outcome.FAILED
+                error = helper.get(job_id).error or ""
+                if contacted:
+                    assert seen and "HTTP 403" in error, error
+                else:
+                    assert seen == [] and "refused: endpoint_url is not on" in error, error
+                outside = helper.submit({"uri": str(tmp_path)}, enqueue=False)
+                assert run_job(outside, res) == Outcome.FAILED
+                refused = helper.get(outside).error or ""
+                assert ("BINWATCH_DATASET_ROOTS" in refused) == bool(roots), refused
+            finally:
+                helper.close()
+    finally:
+        server.shutdown()

@@ -1,9 +1,10 @@
 """Real `binwatch worker` processes against real Redis and Postgres: a worker killed mid-job, a worker
-asked to stop, and the embedded default (SQLite, no Redis)."""
+asked to stop, a job that kills every worker it runs on, and the embedded default (SQLite, no Redis)."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from records import jobs
 from records.orm import ModelVersion
+from tests.api.support import BINWATCH
 from tests.conftest import ABID
 from tests.worker.conftest import Stack
-from tests.worker.support import Jobs, settings_from_env, start_worker, wait_for, worker_env
+from tests.worker.support import Jobs, WorkerProcess, settings_from_env, start_worker, wait_for, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +101,57 @@ def test_sigterm_gives_the_job_back_and_another_worker_resumes_it(stack: Stack) 
     assert [r.epoch for r in rows] == [1, 2, 3]
     assert rows[-1].metrics["resumed_after_epoch"] >= 1
     assert len(versions(stack.jobs, job_id)) == 1
+
+
+def running_on(stack: Stack, job_id: str, worker: WorkerProcess) -> bool:
+    job = stack.jobs.get(job_id)
+    return job.status == "running" and f"pid {worker.pid} " in (job.host or "")
+
+
+def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(stack: Stack) -> None:
+    # A visibility timeout of an hour, as in production: only the reaper can bring the job back in time.
+    env = {
+        "BINWATCH_JOB_MAX_ATTEMPTS": "2",
+        "BINWATCH_JOB_REAPER_INTERVAL_SECONDS": "0.5",
+        "BINWATCH_BROKER_VISIBILITY_TIMEOUT": "3600",
+    }
+    started = time.monotonic()
+    first = stack.worker("first", **env)
+    first.wait_ready()
+    job_id = stack.jobs.submit(LONGER_EPOCHS, epochs=20)
+    wait_for(lambda: running_on(stack, job_id, first), 60, "the first worker to claim the job")
+    first.kill(signal.SIGKILL)  # attempt 1 dies (think: the job runs the host out of memory)
+    first.proc.wait(timeout=10)
+
+    # The second worker's reaper finds the job silent, queues it again and sends its task; it claims it.
+    second = stack.worker("second", **env)
+    wait_for(lambda: running_on(stack, job_id, second), 60, f"the reaper to hand the job on\n{stack.logs()}")
+    assert f"reaper: job {job_id}: its worker (" in second.log() and "queued again (1 of 2" in second.log()
+    assert stack.jobs.get(job_id).attempts == 2
+    second.kill(signal.SIGKILL)  # attempt 2 dies as well
+    second.proc.wait(timeout=10)
+
+    # Out of attempts: one pass of `binwatch jobs reap` fails the job instead of queueing it a third time.
+    settings = stack.settings
+    with stack.jobs.sessions() as s:
+        wait_for(
+            lambda: jobs.stale_jobs(s, settings.job_stale_after_seconds), 30, "the heartbeat to go stale"
+        )
+    reap = subprocess.run(
+        [str(BINWATCH), "jobs", "reap"],
+        env=dict(stack.env, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reap.returncode == 0, reap.stderr
+    assert f"job {job_id}: " in reap.stdout and "failed: gave up after 2 attempts" in reap.stdout
+    job = stack.jobs.get(job_id)
+    assert job.status == "failed" and job.attempts == 2, stack.logs()
+    assert job.error is not None and job.error.startswith("gave up after 2 attempts: the worker")
+    # Both hosts are named, the newest first.
+    assert job.error.index(f"pid {second.pid} ") < job.error.index(f"pid {first.pid} ")
+    print(f"\ntwo workers killed, job failed with the attempts message {time.monotonic() - started:.1f}s in")
 
 
 # kombu's SQLAlchemy transport uses a loader option SQLAlchemy 2.1 deprecates; harmless here.
