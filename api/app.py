@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,10 +19,12 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from api import thread_budget
 from api.auth_gate import AuthGateMiddleware
 from api.batcher import Batcher
 from api.body_limit import BodyLimitMiddleware
 from api.deps import AppState
+from api.key_cache import KeyCache
 from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
 from api.openapi import install_openapi
@@ -138,7 +141,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue_size=settings.batch_queue_size,
             metrics=metrics,
         )
-        app.state.binwatch = AppState(settings, engine, factory, artifacts, manager, batcher, metrics)
+        budget = thread_budget.plan(settings)
+        thread_budget.apply(budget)
+        for kind, value in (
+            ("torch", budget.torch_threads),
+            ("decode", budget.decode_threads),
+            ("cores", budget.cores),
+            ("workers", budget.workers),
+        ):
+            metrics.threads.labels(kind).set(value)
+        decode_pool = ThreadPoolExecutor(budget.decode_threads, thread_name_prefix="binwatch-decode")
+        app.state.binwatch = AppState(
+            settings,
+            engine,
+            factory,
+            artifacts,
+            manager,
+            batcher,
+            metrics,
+            budget,
+            decode_pool,
+            KeyCache(settings.api_key_cache_seconds),
+        )
         batcher.start()
         # Load the active model before this process accepts connections: uvicorn workers share one
         # listening socket, so a worker still loading would otherwise take requests and answer 503
@@ -153,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             manager.stop()
             await run_in_threadpool(batcher.stop)
+            decode_pool.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
 
     app = FastAPI(

@@ -6,6 +6,11 @@ queues them and awaits futures. One inference thread takes the first waiting ima
 futures. The queue is bounded: when ``batch_queue_size`` images are already waiting, new requests are
 refused at once (503) instead of piling up behind work the server cannot finish in time.
 
+A batch waits for more images only while more are *coming*: requests announce their images before
+decoding them (``announce``), and the inference thread waits (at most ``batch_max_wait_ms``) only while
+announced images are still being decoded. A lone request is never held back for a batch that is not
+coming; under load, batches fill up from the requests already in flight.
+
 Each queued image carries the ServingModel it was preprocessed for, and a batch only ever groups images
 of the same model: after a promotion, images already queued still run on the model whose preprocessing
 they went through, and every result names the version that produced it.
@@ -18,7 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +53,13 @@ class BatchResult:
 
 
 @dataclass
+class Ticket:
+    """Images a request announced and has not queued yet."""
+
+    remaining: int
+
+
+@dataclass
 class _Item:
     model: ServingModel
     tensor: torch.Tensor
@@ -61,6 +75,8 @@ class Batcher:
         self.queue_size = queue_size
         self.metrics = metrics
         self._pending: deque[_Item] = deque()
+        # Images announced by requests still decoding them: what a batch can still expect.
+        self._announced = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -81,9 +97,32 @@ class Batcher:
     def depth(self) -> int:
         return len(self._pending)
 
-    def submit(self, model: ServingModel, tensors: list[torch.Tensor]) -> list[Future[BatchResult]]:
+    @contextmanager
+    def announce(self, images: int) -> Iterator[Ticket]:
+        """Say that ``images`` images are about to be queued (pass the ticket to ``predict``)."""
+        ticket = Ticket(images)
+        with self._cond:
+            self._announced += images
+        try:
+            yield ticket
+        finally:
+            self._settle(ticket)
+
+    def _settle(self, ticket: Ticket | None) -> None:
+        if ticket is None or not ticket.remaining:
+            return
+        with self._cond:
+            self._announced -= ticket.remaining
+            ticket.remaining = 0
+            # A batch may be waiting for these images: they are not coming (queued, or their request failed).
+            self._cond.notify_all()
+
+    def submit(
+        self, model: ServingModel, tensors: list[torch.Tensor], ticket: Ticket | None = None
+    ) -> list[Future[BatchResult]]:
         """Queue all of one request's images, or none of them (QueueFull / BatcherStopped)."""
         items = [_Item(model, tensor, Future()) for tensor in tensors]
+        self._settle(ticket)
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("the service is shutting down")
@@ -96,8 +135,10 @@ class Batcher:
             self._cond.notify()
         return [item.future for item in items]
 
-    async def predict(self, model: ServingModel, tensors: list[torch.Tensor]) -> list[BatchResult]:
-        futures = self.submit(model, tensors)
+    async def predict(
+        self, model: ServingModel, tensors: list[torch.Tensor], ticket: Ticket | None = None
+    ) -> list[BatchResult]:
+        futures = self.submit(model, tensors, ticket)
         # wrap_future: cancelling the request (client gone) cancels the queued items, which are skipped.
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
@@ -108,7 +149,7 @@ class Batcher:
                     return None
                 self._cond.wait()
             deadline = time.monotonic() + self.max_wait_s
-            while len(self._pending) < self.max_size and not self._stopping:
+            while len(self._pending) < self.max_size and self._announced > 0 and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

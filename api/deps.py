@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -13,13 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers
 
 from api.batcher import Batcher
+from api.key_cache import KeyCache
 from api.metrics import Metrics
 from api.model_manager import ModelManager, ServingModel
 from api.problems import FORBIDDEN, NO_ACTIVE_MODEL, UNAUTHENTICATED, Problem
+from api.thread_budget import ThreadBudget
 from records import apikeys
 from records.artifacts import ArtifactStore
 from records.db import session_scope
 from settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,6 +40,14 @@ class AppState:
     models: ModelManager
     batcher: Batcher
     metrics: Metrics
+    budget: ThreadBudget
+    # Decoding and preprocessing of photos (CPU-bound; sized by the thread budget, api/thread_budget.py).
+    decode_pool: ThreadPoolExecutor
+    keys: KeyCache[Principal]
+
+    async def decode(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the decode pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, partial(fn, *args))
 
 
 @dataclass(frozen=True)
@@ -98,10 +113,17 @@ def secret_from_headers(headers: Headers) -> str | None:
 
 
 def authenticate(state: AppState, secret: str) -> Principal | None:
-    """The valid, unrevoked key with this secret, or None (one indexed lookup)."""
+    """The valid, unrevoked key with this secret, or None: from the key cache (api/key_cache.py) when it
+    was valid a moment ago, else one indexed lookup."""
+    cached = state.keys.get(secret)
+    if cached is not None:
+        return cached
     with session_scope(state.session_factory) as session:
         key = apikeys.authenticate(session, secret)
-        return None if key is None else Principal(key.id, key.name, tuple(key.scopes))
+        principal = None if key is None else Principal(key.id, key.name, tuple(key.scopes))
+    if principal is not None:
+        state.keys.put(secret, principal)
+    return principal
 
 
 def _secret(header_key: str | None, credentials: HTTPAuthorizationCredentials | None) -> str | None:

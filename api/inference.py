@@ -1,18 +1,30 @@
-"""Running preprocessed images through the batcher, with its failures mapped to problems."""
+"""Counting uploaded photos: decode on the decode pool, then the batcher; failures mapped to problems."""
 
 from __future__ import annotations
 
 import torch
 
-from api.batcher import BatcherStopped, BatchResult, QueueFull
+from api import images
+from api.batcher import BatcherStopped, BatchResult, QueueFull, Ticket
 from api.deps import AppState
 from api.model_manager import ServingModel
 from api.problems import OVERLOADED, Problem
 
 
-async def infer(state: AppState, model: ServingModel, tensors: list[torch.Tensor]) -> list[BatchResult]:
+async def count_uploads(
+    state: AppState, model: ServingModel, uploads: list[images.Upload]
+) -> tuple[list[BatchResult], list[images.ImageInfo]]:
+    """Decode, preprocess and count ``uploads`` (Problem 415/422 for bad images, 503 when overloaded)."""
+    with state.batcher.announce(len(uploads)) as ticket:
+        tensors, infos = await state.decode(images.prepare, uploads, model.predictor, state.settings)
+        return await infer(state, model, tensors, ticket), infos
+
+
+async def infer(
+    state: AppState, model: ServingModel, tensors: list[torch.Tensor], ticket: Ticket | None = None
+) -> list[BatchResult]:
     try:
-        return await state.batcher.predict(model, tensors)
+        return await state.batcher.predict(model, tensors, ticket)
     except QueueFull as exc:
         raise Problem(
             503,

@@ -122,6 +122,15 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Aggregated: every worker runs with the same budget, so the largest value among live workers is
+        # what each one uses ("livemax"; no pid label).
+        self.threads = Gauge(
+            "binwatch_threads",
+            "The thread budget of each API worker (api/thread_budget.py): torch, decode, cores, workers.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.model_loads = Counter(
             "binwatch_model_loads",
             "Model loads by outcome (ok, failed).",

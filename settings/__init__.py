@@ -45,6 +45,28 @@ class Settings(BaseSettings):
         default=1, ge=1, description="uvicorn worker processes; each loads the model; /metrics sums them."
     )
 
+    cpu_cores: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cores the API may use, shared by its workers. Default: what the process's CPU affinity "
+        "and cgroup quota allow (docs/performance.md).",
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch threads per API worker. Default: its share of the cores."
+    )
+    decode_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads per API worker that decode and preprocess photos. Default: a quarter of its "
+        "share of the cores, at least 1.",
+    )
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="An API key seen valid this recently is not looked up again; a revoked key stops "
+        "working within this many seconds. 0: look up every request.",
+    )
+
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
         ge=1,

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api import idempotency, images
 from api.deps import AppState, Principal, get_db, get_state, require_model, require_scope
 from api.idempotency import IdempotentRequest
-from api.inference import infer
+from api.inference import count_uploads
 from api.model_manager import ServingModel
 from api.problems import VALIDATION, Problem, problem_responses
 from api.schemas import (
@@ -312,8 +312,7 @@ async def create_check(
         return first
     recorded = await run_in_threadpool(_recorded_count, state, bin_id)
     expected = recorded if expected_count is None else expected_count
-    tensors, infos = await run_in_threadpool(images.prepare, [upload], model.predictor, state.settings)
-    (result,) = await infer(state, model, tensors)
+    (result,), infos = await count_uploads(state, model, [upload])
     prediction = result.prediction
     verdict = judge(
         expected,

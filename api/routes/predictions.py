@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from api import images
 from api.deps import AppState, Principal, get_state, require_model, require_scope
-from api.inference import infer
+from api.inference import count_uploads
 from api.model_manager import ServingModel
 from api.problems import Problem, problem_responses
 from api.schemas import ModelRef, Prediction, PredictionsResponse
@@ -52,8 +51,7 @@ async def predict(
             "(BINWATCH_MAX_IMAGES_PER_REQUEST)",
         )
     uploads = [await images.read_upload(f) for f in images_]
-    tensors, _infos = await run_in_threadpool(images.prepare, uploads, model.predictor, state.settings)
-    results = await infer(state, model, tensors)
+    results, _infos = await count_uploads(state, model, uploads)
     out = []
     for upload, result in zip(uploads, results, strict=True):
         p, version = result.prediction, result.model.version

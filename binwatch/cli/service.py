@@ -101,6 +101,7 @@ def serve(
     import uvicorn
 
     from api.app import prepare_database
+    from api.thread_budget import plan as plan_threads
 
     settings = load_settings()
     host = host or settings.host
@@ -117,6 +118,14 @@ def serve(
     err.print(
         f"binwatch API on http://{host}:{port} ({workers} worker{'s' if workers != 1 else ''}); "
         f"database {safe_url(url)}; artifacts {settings.resolved_artifact_store}; docs at /docs",
+        soft_wrap=True,
+    )
+    # Each uvicorn worker plans its own threads from the settings: they must know how many siblings share
+    # the cores, also when --workers overrides BINWATCH_WORKERS.
+    os.environ["BINWATCH_WORKERS"] = str(workers)
+    budget = plan_threads(settings.model_copy(update={"workers": workers}))
+    err.print(
+        f"threads: {budget.describe()} (BINWATCH_CPU_CORES, BINWATCH_TORCH_THREADS, BINWATCH_DECODE_THREADS)",
         soft_wrap=True,
     )
     training_worker = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,7 +56,13 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(models, ten
     batcher.start()
 
     async def many() -> list:
-        return await asyncio.gather(*(batcher.predict(model, [t]) for t in tensors))
+        # As the routes do: every request announces its image before decoding it, so a batch knows
+        # more are coming and waits for them.
+        with ExitStack() as stack:
+            tickets = [stack.enter_context(batcher.announce(1)) for _ in tensors]
+            return await asyncio.gather(
+                *(batcher.predict(model, [t], ticket) for t, ticket in zip(tensors, tickets, strict=True))
+            )
 
     try:
         results = [r[0] for r in asyncio.run(many())]
@@ -122,3 +131,34 @@ def test_after_stop_nothing_is_accepted(models, tensors) -> None:  # noqa: ANN00
     batcher.stop()
     with pytest.raises(BatcherStopped):
         batcher.submit(models[0], tensors[:1])
+
+
+def test_a_lone_request_does_not_wait_for_a_batch_that_is_not_coming(models, tensors) -> None:  # noqa: ANN001
+    model = models[0]
+    batcher, _ = make_batcher(max_size=16, max_wait_s=2.0)
+    batcher.start()
+    try:
+        model.predictor.predict_tensors(tensors[0].unsqueeze(0))  # warm up outside the timing
+
+        async def lone() -> float:
+            start = time.perf_counter()
+            with batcher.announce(1) as ticket:
+                await batcher.predict(model, tensors[:1], ticket)
+            return time.perf_counter() - start
+
+        # Nothing else announced: it runs at once instead of waiting out the 2 s window.
+        assert asyncio.run(lone()) < 1.0
+
+        # Another request still decoding its image: the batch waits for it, and they share one pass.
+        with batcher.announce(1) as slow_ticket:
+            first = batcher.submit(model, tensors[1:2])
+            threading.Timer(0.3, lambda: batcher.submit(model, tensors[2:3], slow_ticket)).start()
+            assert first[0].result(timeout=10).batch_size == 2
+        # A request that fails while decoding withdraws its announcement: nobody waits for it.
+        with pytest.raises(RuntimeError), batcher.announce(3):
+            raise RuntimeError("corrupt image")
+        start = time.perf_counter()
+        assert batcher.submit(model, tensors[3:4])[0].result(timeout=10).batch_size == 1
+        assert time.perf_counter() - start < 1.0
+    finally:
+        batcher.stop()

@@ -4,6 +4,7 @@ parse, authentication before the body, and retries after the API died between co
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import subprocess
 import sys
@@ -150,13 +151,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _raw(port: int, head: bytes, timeout: float) -> bytes:
+    """Send ``head`` and read one whole response (headers and Content-Length bytes); b"" on timeout."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(head)
         sock.settimeout(timeout)
+        data = b""
         try:
-            return sock.recv(65536)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+                header, sep, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", header)
+                if sep and length and len(body) >= int(length.group(1)):
+                    return data
         except TimeoutError:
-            return b""
+            return data
 
 
 def test_unauthenticated_requests_are_refused_before_their_body(server: Server) -> None:

@@ -306,6 +306,13 @@ def test_missing_invalid_revoked_and_insufficient_keys(service: Service) -> None
     with session_scope(make_session_factory(engine)) as session:
         apikeys.revoke_api_key(session, predict_only[:11])
     engine.dispose()
+    # Keys seen valid are cached for BINWATCH_API_KEY_CACHE_SECONDS (5 s): revocation lands within that.
+    import time
+
+    revoked_by = time.monotonic() + service.settings.api_key_cache_seconds + 1
+    while c.get("/v1/models", headers=service.headers(predict_only)).status_code == 200:
+        assert time.monotonic() < revoked_by, "a revoked key still works after the cache time"
+        time.sleep(0.2)
     assert_problem(c.get("/v1/models", headers=service.headers(predict_only)), 401, "revoked")
 
 
