@@ -58,6 +58,19 @@ def tiny_checkpoint(root: Path, seed: int) -> Path:
     return best
 
 
+def create_key(database_url: str, *scopes: str, name: str = "test") -> str:
+    """A new API key with ``scopes``, written straight to the database (as `binwatch apikeys create`)."""
+    from records import apikeys
+    from records.db import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            return apikeys.create_api_key(session, name, list(scopes)).secret
+    finally:
+        engine.dispose()
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
     """The test process's environment without any BINWATCH_* setting, plus ``overrides``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BINWATCH_")}
@@ -126,15 +139,24 @@ class Server:
 
 
 def start_server(
-    env: dict[str, str], log_dir: Path, timeout: float = 120, args: tuple[str, ...] = ()
+    env: dict[str, str],
+    log_dir: Path,
+    timeout: float = 120,
+    args: tuple[str, ...] = (),
+    command: tuple[str, ...] | None = None,
 ) -> Server:
+    """``binwatch serve [args]`` (or ``command``, another way to start the same server) on a free port."""
     port = free_port()
     env = dict(env, BINWATCH_HOST="127.0.0.1", BINWATCH_PORT=str(port))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"serve-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(BINWATCH), "serve", *args], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            list(command or (str(BINWATCH), "serve", *args)),
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Server(proc, port, log_path, env)
     try:

@@ -17,9 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from records import apikeys
-from records.db import make_engine, make_session_factory, session_scope
-from tests.api.support import clean_env, encode, start_server
+from tests.api.support import clean_env, create_key, encode, start_server
 from tests.worker.support import delete_redis_prefix
 
 pytestmark = pytest.mark.slow
@@ -28,15 +26,6 @@ ST = Path(sys.executable).with_name("st")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = 8
 SEED = 20261126
-
-
-def _admin_key(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return apikeys.create_api_key(session, "fuzz", ["admin"]).secret
-    finally:
-        engine.dispose()
 
 
 def _seed(url: str, key: str) -> None:
@@ -93,7 +82,7 @@ def test_fuzz_embedded_default(tmp_path: Path) -> None:
     server = start_server(env, tmp_path / "logs")
     try:
         server.wait_ready()
-        key = _admin_key(f"sqlite:///{tmp_path / 'home' / 'binwatch.db'}")
+        key = create_key(f"sqlite:///{tmp_path / 'home' / 'binwatch.db'}", "admin", name="fuzz")
         _fuzz(server.url, key, tmp_path)
         assert "Traceback" not in server.log(), server.log()[-6000:]
     finally:
@@ -113,7 +102,7 @@ def test_fuzz_postgres_and_redis(tmp_path: Path, pg_url: str, redis_url: str) ->
     server = start_server(env, tmp_path / "logs")
     try:
         server.wait_ready()
-        _fuzz(server.url, _admin_key(pg_url), tmp_path)
+        _fuzz(server.url, create_key(pg_url, "admin", name="fuzz"), tmp_path)
         assert "Traceback" not in server.log(), server.log()[-6000:]
     finally:
         server.stop()

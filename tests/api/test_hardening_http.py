@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,10 +15,8 @@ import httpx
 import pytest
 import redis
 
-from records import apikeys
-from records.db import make_engine, make_session_factory, session_scope
-from tests.api.support import Server, clean_env, originals, start_server
-from tests.conftest import REPO, free_port, wait_for_port
+from tests.api.support import Server, clean_env, create_key, originals, start_server
+from tests.conftest import REPO
 from tests.worker.support import delete_redis_prefix
 
 pytestmark = pytest.mark.slow
@@ -27,15 +24,6 @@ pytestmark = pytest.mark.slow
 # Run as a separate process only: importing it here would install its listeners in the test process.
 DYING = Path(__file__).with_name("serve_dying_after_commit.py")
 DIED = 17  # its exit status
-
-
-def _key(database_url: str, *scopes: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return apikeys.create_api_key(session, "hardening", list(scopes)).secret
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -54,16 +42,7 @@ def prod_env(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[dict[str, 
 
 
 def _start_dying(env: dict[str, str], log_dir: Path) -> Server:
-    port = free_port()
-    env = dict(env, BINWATCH_HOST="127.0.0.1", BINWATCH_PORT=str(port))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"dying-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(DYING)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Server(proc, port, log_path, env)
-    wait_for_port(port, timeout=120, proc=proc)
+    server = start_server(env, log_dir, command=(sys.executable, str(DYING)))
     server.wait_ready()
     return server
 
@@ -77,7 +56,7 @@ def _lost_response(server: Server, send: Callable[[], httpx.Response]) -> None:
 def test_a_check_whose_response_was_lost_is_retried_safely(prod_env: dict[str, str], tmp_path: Path) -> None:
     photo = originals(1)[0].read_bytes()
     dying = _start_dying(prod_env, tmp_path / "logs")
-    key = _key(prod_env["BINWATCH_DATABASE_URL"], "inventory")
+    key = create_key(prod_env["BINWATCH_DATABASE_URL"], "inventory")
     headers = {"X-API-Key": key, "Idempotency-Key": "shift-7-bin-00042"}
     with dying.client(key) as client:
         assert client.put("/v1/bins/00042", json={"expected_count": 3}).status_code == 201
@@ -110,7 +89,7 @@ def test_a_job_submission_whose_response_was_lost_is_queued_once(
     prod_env: dict[str, str], tmp_path: Path, redis_url: str
 ) -> None:
     dying = _start_dying(prod_env, tmp_path / "logs")
-    key = _key(prod_env["BINWATCH_DATABASE_URL"], "train")
+    key = create_key(prod_env["BINWATCH_DATABASE_URL"], "train")
     headers = {"Idempotency-Key": "nightly-2026-11-26"}
     body = {"dataset": {"uri": "/data/abid", "limit": 100}, "hyperparameters": {"recipe": "smoke"}}
     with dying.client(key) as client:
@@ -182,7 +161,7 @@ def test_unauthenticated_requests_are_refused_before_their_body(server: Server) 
     wrong = _raw(server.port, head % b"X-API-Key: bw_not-a-key\r\n", timeout=5)
     assert wrong.startswith(b"HTTP/1.1 401") and b"invalid or revoked" in wrong, wrong[:300]
     # With a valid key the same request waits for its body (nothing comes back in 2 s).
-    key = _key(f"sqlite:///{server.env['BINWATCH_HOME']}/binwatch.db", "predict")
+    key = create_key(f"sqlite:///{server.env['BINWATCH_HOME']}/binwatch.db", "predict")
     assert _raw(server.port, head % f"X-API-Key: {key}\r\n".encode(), timeout=2) == b""
 
 

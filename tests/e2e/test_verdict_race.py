@@ -17,24 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from records import apikeys
-from records.db import make_engine, make_session_factory, session_scope
-from tests.api.support import clean_env, originals, start_server
+from tests.api.support import clean_env, create_key, originals, start_server
 from tests.worker.support import delete_redis_prefix
 
 pytestmark = pytest.mark.slow
 
 BINS = 30
 ROUNDS = 4
-
-
-def _key(database_url: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            return apikeys.create_api_key(session, "race", ["inventory"]).secret
-    finally:
-        engine.dispose()
 
 
 def _race(url: str, key: str) -> tuple[int, int, int]:
@@ -101,7 +90,7 @@ def test_last_verdict_always_judges_the_current_count(
     try:
         server.wait_ready()
         database = env.get("BINWATCH_DATABASE_URL") or f"sqlite:///{tmp_path / 'home' / 'binwatch.db'}"
-        stale, judged, overtaken = _race(server.url, _key(database))
+        stale, judged, overtaken = _race(server.url, create_key(database, "inventory", name="race"))
         print(f"{backend}: {overtaken} checks overtaken by a PUT; {judged} bins judged; {stale} stale")
         assert stale == 0, f"{stale} of {judged} bins have a verdict of a count they no longer record"
         assert judged > 0, "no bin kept a verdict: the race audited nothing"
