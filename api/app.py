@@ -135,14 +135,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.resolved_artifact_store, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
         )
         manager = ModelManager(settings, factory, artifacts, metrics)
+        budget = thread_budget.plan(settings)
+        thread_budget.apply(budget)
         batcher = Batcher(
             max_size=settings.batch_max_size,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             queue_size=settings.batch_queue_size,
             metrics=metrics,
+            torch_threads=budget.torch_threads,
         )
-        budget = thread_budget.plan(settings)
-        thread_budget.apply(budget)
         for kind, value in (
             ("torch", budget.torch_threads),
             ("decode", budget.decode_threads),

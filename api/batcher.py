@@ -67,7 +67,15 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, *, max_size: int, max_wait_s: float, queue_size: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        max_wait_s: float,
+        queue_size: int,
+        metrics: Metrics,
+        torch_threads: int | None = None,
+    ) -> None:
         if max_size < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("batch_max_size and batch_queue_size must be >= 1, batch_max_wait_ms >= 0")
         self.max_size = max_size
@@ -80,6 +88,10 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # OpenMP thread counts belong to the thread that sets them: the forward pass runs on the
+        # inference thread, so that thread sets its own (api/thread_budget.py decides the number).
+        self.torch_threads = torch_threads
+        self.torch_threads_in_use: int | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="binwatch-inference", daemon=True)
@@ -160,6 +172,9 @@ class Batcher:
         return [item for item in batch if item.future.set_running_or_notify_cancel()]
 
     def _run(self) -> None:
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        self.torch_threads_in_use = torch.get_num_threads()
         while True:
             batch = self._take_batch()
             if batch is None:
