@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +121,27 @@ def resize_square(img: Image.Image, pre: Preprocessing) -> Image.Image:
 
 def normalise(img: Image.Image, pre: Preprocessing) -> torch.Tensor:
     """PIL RGB image -> float tensor CxHxW, normalised with the checkpoint's mean and std."""
+    # A lookup of every uint8 value's normalised float, computed with the float32 operations and order of
+    # (x / 255 - mean) / std, so the result is bit-identical to doing that arithmetic per pixel; it is 2x
+    # faster, and it runs in numpy: torch ops here would start torch's intra-op (OpenMP) threads from every
+    # decoding thread, oversubscribing the cores the forward pass runs on (15% of a loaded server's
+    # samples were this function when it used torch).
+    table = _normalise_table(pre.mean, pre.std)
     arr = np.asarray(img, dtype=np.uint8)
-    tensor = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(pre.mean).view(3, 1, 1)
-    std = torch.tensor(pre.std).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    out = np.empty((3, *arr.shape[:2]), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], arr[:, :, channel], out=out[channel])
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalise_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    table = np.arange(256, dtype=np.float32)[None, :].repeat(3, axis=0)
+    table /= np.float32(255.0)
+    table -= np.asarray(mean, dtype=np.float32)[:, None]
+    table /= np.asarray(std, dtype=np.float32)[:, None]
+    table.flags.writeable = False
+    return table
 
 
 def preprocess(source: ImageInput, pre: Preprocessing) -> torch.Tensor:

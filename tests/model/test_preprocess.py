@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.preprocess import ImageDecodeError, Preprocessing, load_rgb, preprocess
+from model.preprocess import ImageDecodeError, Preprocessing, load_rgb, normalise, preprocess, resize_square
 
 
 def jpeg_bytes(img: Image.Image, **kw) -> bytes:
@@ -25,6 +25,22 @@ def test_full_size_original_becomes_normalised_square(abid_root: Path) -> None:
     assert -3 < float(x.mean()) < 3
     # same pixels whether the photo arrives as a path or as bytes
     assert torch.allclose(x, preprocess(path.read_bytes(), pre))
+
+
+def test_normalise_is_the_per_pixel_arithmetic_bit_for_bit(abid_root: Path) -> None:
+    # The lookup table must give exactly (x / 255 - mean) / std in float32, per channel, for every pixel.
+    pre = Preprocessing(image_size=96, mean=(0.5, 0.25, 0.125), std=(0.2, 0.3, 0.7))
+    photo = np.asarray(resize_square(load_rgb(next((abid_root / "originals").glob("*.jpg")), 96), pre))
+    every_value = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ramps = np.stack([every_value, every_value.T, 255 - every_value], axis=2)  # channels differ
+    for pixels in (photo, ramps):
+        expected = (
+            torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255.0
+            - torch.tensor(pre.mean).view(3, 1, 1)
+        ) / torch.tensor(pre.std).view(3, 1, 1)
+        got = normalise(Image.fromarray(pixels), pre)
+        assert got.shape == expected.shape and got.dtype == torch.float32 and got.is_contiguous()
+        assert torch.equal(got, expected)
 
 
 def test_draft_mode_decodes_reduced(abid_root: Path) -> None:
