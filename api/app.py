@@ -134,9 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts = open_artifact_store(
             settings.resolved_artifact_store, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
         )
-        manager = ModelManager(settings, factory, artifacts, metrics)
         budget = thread_budget.plan(settings)
         thread_budget.apply(budget)
+        manager = ModelManager(settings, factory, artifacts, metrics, threads=budget.torch_threads)
         batcher = Batcher(
             max_size=settings.batch_max_size,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,

@@ -12,6 +12,11 @@ they started with, which stays alive until the last request holding it is done.
 The promote endpoint loads the new version *before* committing the promotion (a checkpoint that cannot
 load is refused with nothing changed) and installs it right after the commit, so the promoting process
 serves the new version by the time it answers; the others follow at their next poll.
+
+The forward pass runs on ``settings.inference_backend``: ONNX Runtime on the CPU by default ("auto"), eager
+PyTorch on a GPU. A checkpoint the ONNX backend cannot provide (export refused, runtime missing) is served by
+eager PyTorch with a warning rather than not at all: the eager path is the reference both are tested against.
+ONNX files are cached beside the checkpoints in the model cache (model/onnx_backend.py names them).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.metrics import Metrics
 from model.checkpoint import CheckpointError
 from model.classes import CountClasses
+from model.onnx_backend import ONNX_FP32, TORCH_BACKEND, BackendUnavailableError
 from model.predictor import Predictor
+from model.training import resolve_device
 from records import registry
 from records.artifacts import ArtifactNotFound, ArtifactStore
 from records.db import session_scope
@@ -91,8 +98,11 @@ class ModelManager:
         session_factory: sessionmaker[Session],
         artifacts: ArtifactStore,
         metrics: Metrics,
+        threads: int | None = None,
     ) -> None:
         self.settings = settings
+        # ONNX Runtime's intra-op threads (the thread budget's torch share); None: torch's count.
+        self.threads = threads
         self.session_factory = session_factory
         self.artifacts = artifacts
         self.metrics = metrics
@@ -194,12 +204,7 @@ class ModelManager:
             if not path.is_file():
                 self._download(version, path)
             try:
-                predictor = Predictor(
-                    path,
-                    device=self.settings.device,
-                    expected_sha256=version.sha256,
-                    max_pixels=self.settings.max_image_pixels,
-                )
+                predictor = self._predictor(path, version)
             except CheckpointError as exc:
                 # A damaged cache file is re-downloaded once; a damaged stored artifact fails twice.
                 path.unlink(missing_ok=True)
@@ -208,10 +213,43 @@ class ModelManager:
                 continue
             _warm_up(predictor)
             log.info(
-                "loaded model version %s (%s, sha256 %s…)", version.id, version.name, version.sha256[:12]
+                "loaded model version %s (%s, sha256 %s…) on %s",
+                version.id,
+                version.name,
+                version.sha256[:12],
+                predictor.backend,
             )
             return predictor
         raise AssertionError("unreachable")
+
+    def backend_for_device(self) -> str:
+        """The backend ``inference_backend`` asks for on this process's device ("auto" resolved)."""
+        wanted = self.settings.inference_backend
+        if wanted != "auto":
+            return wanted
+        return ONNX_FP32 if resolve_device(self.settings.device).type == "cpu" else TORCH_BACKEND
+
+    def _predictor(self, path: Path, version: VersionRef) -> Predictor:
+        def build(backend: str, threads: int | None = None) -> Predictor:
+            return Predictor(
+                path,
+                device=self.settings.device,
+                expected_sha256=version.sha256,
+                max_pixels=self.settings.max_image_pixels,
+                backend=backend,
+                threads=threads,
+            )
+
+        backend = self.backend_for_device()
+        if backend != TORCH_BACKEND:
+            try:
+                return build(backend, self.threads)
+            except CheckpointError:
+                raise  # the weights themselves are bad: no backend can serve them
+            # ValueError: backend=onnx asked for with a GPU device.
+            except (BackendUnavailableError, ValueError) as exc:
+                log.warning("model version %s: %s; serving it with eager PyTorch", version.id, exc)
+        return build(TORCH_BACKEND)
 
     def _download(self, version: VersionRef, path: Path) -> None:
         try:

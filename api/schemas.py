@@ -288,3 +288,6 @@ class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     database: Literal["ok"] = "ok"
     model: ModelRef
+    backend: str = Field(
+        description="What runs the forward pass: torch or onnx (BINWATCH_INFERENCE_BACKEND)."
+    )

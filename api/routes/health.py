@@ -61,7 +61,7 @@ async def readyz(state: Annotated[AppState, Depends(get_state)]) -> Ready | JSON
         )
     assert model is not None
     v = model.version
-    return Ready(model=ModelRef(id=v.id, name=v.name, sha256=v.sha256))
+    return Ready(model=ModelRef(id=v.id, name=v.name, sha256=v.sha256), backend=model.predictor.backend)
 
 
 @router.get(
