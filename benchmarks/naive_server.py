@@ -60,6 +60,12 @@ def main() -> None:
         default=None,
         help="torch intra-op threads (default: the cores this process may run on, as the service's budget)",
     )
+    ap.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="Predictor backend (default torch: eager PyTorch, the handler a user writes first)",
+    )
     args = ap.parse_args()
     # Same rule as the service's thread budget (api/thread_budget.py) for one worker: torch gets every core
     # the process may use, and one inter-op thread, since forward passes run one at a time.
@@ -69,9 +75,9 @@ def main() -> None:
         # Predictor holds the weights in memory once built, so the materialised file can go at once: uvicorn
         # re-raises the SIGTERM it stops on, and clean-up placed after uvicorn.run would never run.
         with tempfile.TemporaryDirectory(prefix="binwatch-naive-") as tmp:
-            predictor = Predictor(materialise(Path(tmp)), device="cpu")
+            predictor = Predictor(materialise(Path(tmp)), device="cpu", backend=args.backend)
     else:
-        predictor = Predictor(args.checkpoint, device="cpu")
+        predictor = Predictor(args.checkpoint, device="cpu", backend=args.backend)
     # uvicorn's defaults (access log on), as `binwatch serve` at its default BINWATCH_LOG_LEVEL=INFO.
     uvicorn.run(create_app(predictor), host=args.host, port=args.port, workers=1)
 
