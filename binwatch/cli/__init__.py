@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from binwatch.cli import data, jobs, ml, models, service
+from binwatch.cli import data, jobs, ml, models, service, tune
 
 app = typer.Typer(
     name="binwatch",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data", help="Fetch and summarise ABID-layout datasets (local folder or S3).")
 ml.register(app)
+tune.register(app)  # `binwatch tune`
 jobs.register(app)  # `binwatch jobs …` and `binwatch worker`
 service.register(app)  # `binwatch serve`, `binwatch apikeys …`
 models.register(app)  # `binwatch models …`

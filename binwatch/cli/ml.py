@@ -76,6 +76,15 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def merge_overrides(options: dict[str, object], settings: list[str] | None) -> dict[str, object]:
+    """Named options plus ``--set KEY=VALUE`` pairs; a setting given both ways is an error, not a crash."""
+    pairs = parse_settings(settings or [])
+    both = sorted(k for k, v in options.items() if v is not None and k in pairs)
+    if both:
+        raise fail(f"{', '.join(both)} given both as an option and with --set; give each setting once")
+    return {**{k: v for k, v in options.items() if k not in pairs}, **pairs}
+
+
 def pretrained_override(flag: bool | None, weights: Path | None) -> dict[str, str | None]:
     """--pretrained / --pretrained-weights PATH as a TrainConfig override; --no-pretrained is applied after
     the recipe (a None override means "the recipe's value")."""
@@ -144,8 +153,7 @@ def train(
     from model.training import train as run_training
 
     try:
-        cfg = recipe_config(
-            recipe,
+        options = dict(
             architecture=arch,
             epochs=epochs,
             batch_size=batch_size,
@@ -160,8 +168,8 @@ def train(
             device=device,
             seed=seed,
             max_train_batches=max_train_batches,
-            **parse_settings(settings or []),
         )
+        cfg = recipe_config(recipe, **merge_overrides(options, settings))
     except ValueError as exc:
         raise fail(str(exc)) from exc
     if pretrained is False and pretrained_weights is None:
