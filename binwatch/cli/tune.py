@@ -88,6 +88,10 @@ def tune(
     file_list: FileList = None,
     limit: Limit = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling the bins, the split and the sampler.")] = 0,
+    baseline: Annotated[
+        bool,
+        typer.Option(help="Make the first trial the recipe's own values of the searched settings."),
+    ] = True,
 ) -> None:
     """Search training settings with Optuna on this host: each trial is a training run on the same data,
     stopped early by the pruner when it falls behind; the best trial's checkpoint is copied to OUT/best.pt.
@@ -181,6 +185,7 @@ def tune(
             on_trial_start=start,
             on_epoch=epoch,
             on_trial_end=end,
+            baseline=baseline,
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
@@ -192,7 +197,7 @@ def tune(
     for t in result.trials:
         best = result.best is not None and t.number == result.best.number
         table.add_row(
-            f"{t.number}{' *' if best else ''}",
+            f"{t.number}{' *' if best else ''}{' (base)' if t.baseline else ''}",
             t.state.lower(),
             *(_fmt(t.params.get(n, "")) for n in search.names),
             f"{t.value:.4f}" if t.value is not None else "–",
@@ -208,6 +213,11 @@ def tune(
         f"best: trial {result.best.number} with {goal.name} {result.best.value:.4f} "
         f"({', '.join(f'{k}={_fmt(v)}' for k, v in result.best.params.items())}); pruning saved ~{saved:.0f}s"
     )
+    base_trial = next((t for t in result.trials if t.baseline and t.value is not None), None)
+    if base_trial is not None:
+        console.print(
+            f"the recipe's own values (trial {base_trial.number}): {goal.name} {base_trial.value:.4f}"
+        )
     console.print(f"best checkpoint: {result.best_checkpoint}")
     for name, path in result.pictures.items():
         console.print(f"{name}: {path}")

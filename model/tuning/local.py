@@ -58,8 +58,13 @@ def run_local_study(
     on_trial_start: Callable[[int, dict[str, Any]], None] | None = None,
     on_epoch: Callable[[TrialRun], None] | None = None,
     on_trial_end: Callable[[TrialSummary], None] | None = None,
+    baseline: bool = True,
 ) -> LocalStudy:
-    """Run trials until ``trials`` of them have finished (complete, pruned or failed) or ``timeout_s``."""
+    """Run trials until ``trials`` of them have finished (complete, pruned or failed) or ``timeout_s``.
+
+    With ``baseline``, a new study's first trial is the base configuration's own values of the searched
+    settings (when they lie inside the space), so the study always shows what it gained over them.
+    """
     import optuna
 
     if trials is None and timeout_s is None:
@@ -68,6 +73,10 @@ def run_local_study(
     storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     study = open_study(storage, name, objective, pruner=pruner, seed=seed)
     _fail_orphans(study)
+    if baseline and not study.get_trials(deepcopy=False):
+        point = space.point_of(base.model_dump())
+        if point is not None:
+            study.enqueue_trial(point, user_attrs={"baseline": True})
     started = time.monotonic()
     finished_states = (
         optuna.trial.TrialState.COMPLETE,

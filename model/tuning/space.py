@@ -109,6 +109,19 @@ class SearchSpace:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {p.name: p.to_dict() for p in self.params}
 
+    def point_of(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """``values`` restricted to this space's settings, or None if any of them falls outside it."""
+        point = {}
+        for p in self.params:
+            value = values.get(p.name)
+            if isinstance(p, Categorical):
+                if value not in p.choices:
+                    return None
+            elif value is None or not p.low <= value <= p.high:
+                return None
+            point[p.name] = value
+        return point
+
     def rows(self) -> list[tuple[str, str, str]]:
         """(setting, kind, values) for showing the space back to the user."""
         kinds = {FloatRange: "float", IntRange: "int", Categorical: "categorical"}

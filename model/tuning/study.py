@@ -203,6 +203,7 @@ class TrialSummary:
     epochs_planned: int | None
     seconds_saved: float | None
     error: str | None
+    baseline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -228,6 +229,7 @@ def summarise(study: optuna.Study) -> list[TrialSummary]:
                 epochs_planned=attrs.get("epochs_planned"),
                 seconds_saved=attrs.get("seconds_saved"),
                 error=attrs.get("error"),
+                baseline=bool(attrs.get("baseline")),
             )
         )
     return out

@@ -46,6 +46,13 @@ def test_tune_runs_a_small_study_and_reports_it(abid_root: Path, tmp_path: Path)
     assert all(
         1e-3 <= t["params"]["lr"] <= 1e-2 and t["params"]["image_size"] in (48, 64) for t in summary["trials"]
     )
+    # The first trial is the recipe's own values (smoke: lr 2e-3 at 64 px), the yardstick for the rest.
+    assert summary["trials"][0]["baseline"] and summary["trials"][0]["params"] == {
+        "lr": 0.002,
+        "image_size": 64,
+    }
+    assert not summary["trials"][1]["baseline"]
+    assert "the recipe's own values (trial 0): accuracy" in res.stdout
     assert (out / "best.pt").is_file() and (out / "optimization_history.png").is_file()
     assert (out / "trial-000" / "best.pt").is_file() and (out / "trial-001" / "best.pt").is_file()
 
