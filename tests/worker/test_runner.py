@@ -6,6 +6,7 @@ Real Postgres, real ABID photos, real artifact stores (a local folder, and S3 on
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,13 @@ def test_success_registers_one_version_and_applies_if_better(env: tuple[Settings
         active = registry.active_version(s)
         promotions = list(s.scalars(sa.select(Promotion).order_by(Promotion.id)))
     promoted = decision.startswith("policy 'if_better': promoted")
+    # The decision quotes both figures on the same split: the new model's is its own stored validation
+    # accuracy, and promotion happened exactly when it was the higher one.
+    found = re.search(r"accuracy on .* is (\d\.\d{4}),? (?:against|not above) (\d\.\d{4})", decision)
+    assert found, decision
+    mine, theirs = float(found.group(1)), float(found.group(2))
+    assert mine == round(version2.metrics["accuracy"], 4) and 0.0 <= theirs <= 1.0
+    assert promoted is (mine > theirs), decision
     assert (active.id == version2.id) is promoted  # type: ignore[union-attr]
     assert len(promotions) == (2 if promoted else 1)
     assert promotions[0].actor == f"training job {first}" and promotions[0].reason == job.promotion_decision
