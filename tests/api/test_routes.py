@@ -175,7 +175,15 @@ def test_checks_judge_the_recorded_count_and_are_stored(service: Service, abid_r
         assert listed[field] == check[field], field
     assert c.get(f"/v1/bins/{bin_id}/checks/{check['id']}", headers=h).json() == listed
     store = LocalArtifactStore(service.settings.resolved_artifact_store)
-    assert len(store.list(f"checks/{bin_id}/")) == 1
+    [photo_key] = store.list(f"checks/{bin_id}/")
+
+    # A photo gone from the store (deleted by hand, a lifecycle rule) is a 404 that says so; the check stays.
+    store.delete(photo_key)
+    assert_problem(
+        c.get(check["image_url"], headers=h), 404, f"check {check['id']}", "no longer in the artifact store"
+    )
+    assert c.get(f"/v1/bins/{bin_id}/checks/{check['id']}", headers=h).json() == listed
+    store.put_bytes(photo_key, data)
 
     # filter on the verdict
     listed_ids = [
