@@ -49,6 +49,7 @@ from load_harness import (
     stop,
     tree_peak_mib,
     tree_pids,
+    tree_rss_each_mib,
     tree_rss_mib,
     wait_ready,
     write_bodies,
@@ -181,6 +182,10 @@ def report(
             f"| {server.name} | {server.processes} | {server.rss_start_mib:.0f} | {server.rss_end_mib:.0f} "
             f"| {peak} | {trail} |"
         )
+    print()
+    for server in everyone:
+        each = ", ".join(f"{name} {mib:.0f}" for name, mib in server.rss_each_mib.items())
+        print(f"RSS per process at the end, MiB: {server.name}: {each}")
 
 
 # -- main ------------------------------------------------------------------------------------------------
@@ -395,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for server in targets:
                 server.rss_end_mib = tree_rss_mib(server.proc.pid)
                 server.peak_mib = tree_peak_mib(server.proc.pid)
+                server.rss_each_mib = tree_rss_each_mib(server.proc.pid)
                 server.processes = len(tree_pids(server.proc.pid))
         finally:
             for server in [*servers, *(s for s in (naive, torchserve) if s is not None)]:
@@ -434,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "rss_start_mib": s.rss_start_mib,
                             "rss_end_mib": s.rss_end_mib,
                             "peak_mib": s.peak_mib,
+                            "rss_each_mib": s.rss_each_mib,
                             "processes": s.processes,
                             "runs": s.runs,
                         }

@@ -79,15 +79,23 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
-def tree_rss_mib(root: int) -> float:
-    total = 0
+def tree_rss_each_mib(root: int) -> dict[str, float]:
+    """RSS of every process in the tree, by "name pid" (uvicorn workers show one by one)."""
+    each = {}
     for pid in tree_pids(root):
+        name = "?"
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         if psutil is not None:
             with contextlib.suppress(psutil.Error):
-                total += psutil.Process(pid).memory_info().rss
+                each[f"{name} {pid}"] = psutil.Process(pid).memory_info().rss / 2**20
         else:
-            total += _status_kib(pid, "VmRSS") * 1024
-    return total / 2**20
+            each[f"{name} {pid}"] = _status_kib(pid, "VmRSS") / 1024
+    return each
+
+
+def tree_rss_mib(root: int) -> float:
+    return sum(tree_rss_each_mib(root).values())
 
 
 def tree_peak_mib(root: int) -> float | None:
@@ -147,6 +155,7 @@ class Server:
     rss_start_mib: float = 0.0
     rss_end_mib: float = 0.0
     peak_mib: float | None = None
+    rss_each_mib: dict[str, float] = field(default_factory=dict)
     processes: int = 0
     runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
