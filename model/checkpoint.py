@@ -101,18 +101,40 @@ def load_payload(path: str | Path, expected_sha256: str | None = None) -> dict[s
     sidecar = read_sidecar(path)
     if expected_sha256 is None and sidecar is not None:
         expected_sha256 = sidecar.get("sha256")
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise CheckpointError(
-            f"checkpoint {path} has sha256 {digest[:12]}… but {expected_sha256[:12]}… was recorded: "
-            "the file was modified or corrupted after it was written; refusing to load it"
-        )
+    mismatch = expected_sha256 is not None and digest != expected_sha256
+    if mismatch and (sidecar is None or sidecar.get("sha256") != expected_sha256):
+        # The registry's hash (or the caller's): nothing local can explain a difference.
+        raise CheckpointError(_modified(path, digest, str(expected_sha256)))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        if mismatch:
+            raise CheckpointError(_modified(path, digest, str(expected_sha256))) from exc
         raise CheckpointError(f"checkpoint {path} cannot be read safely: {exc}") from exc
+    if mismatch:
+        assert sidecar is not None
+        recorded = {k: v for k, v in sidecar.items() if k not in ("sha256", "file")}
+        written = payload.get("metadata") if isinstance(payload, dict) else None
+        if isinstance(written, dict) and json.loads(json.dumps(written)) != recorded:
+            # Both files are written atomically, checkpoint first: a whole checkpoint whose own metadata
+            # is not the sidecar's is a newer checkpoint whose sidecar was never written.
+            raise CheckpointError(
+                f"checkpoint {path} is newer than its sidecar {sidecar_path(path).name}: the process that "
+                "wrote them stopped between the two files. The checkpoint is whole (it is written in one "
+                f"step) but no longer verified: delete {sidecar_path(path)} to use it as it is, or train "
+                "into a fresh output folder"
+            )
+        raise CheckpointError(_modified(path, digest, str(expected_sha256)))
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a binwatch checkpoint (expected format {FORMAT})")
     return payload
+
+
+def _modified(path: Path, digest: str, expected: str) -> str:
+    return (
+        f"checkpoint {path} has sha256 {digest[:12]}… but {expected[:12]}… was recorded: "
+        "the file was modified or corrupted after it was written; refusing to load it"
+    )
 
 
 @dataclass

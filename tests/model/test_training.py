@@ -282,3 +282,31 @@ def test_optimizer_state_of_the_previous_layout_resumes() -> None:
     new.load_state_dict(old.state_dict())
     assert len(new.param_groups) == 2
     assert new.state[decay[0]]["step"] == 1
+
+
+def test_a_crash_between_checkpoint_and_sidecar_says_so(tmp_path: Path) -> None:
+    net = build_resnet("resnet18", 3)
+    meta = {"architecture": "resnet18", "epoch": 1}
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, net.state_dict(), meta)
+    old_sidecar = (tmp_path / "last.json").read_bytes()
+    save_checkpoint(path, net.state_dict(), {**meta, "epoch": 2})
+    # The process died after writing the epoch-2 checkpoint, before its sidecar: the epoch-1 sidecar stays.
+    (tmp_path / "last.json").write_bytes(old_sidecar)
+    with pytest.raises(
+        CheckpointError, match="newer than its sidecar last.json: the process that wrote them stopped"
+    ):
+        load_payload(path)
+    # Deleting the stale sidecar, as the message says, loads the whole checkpoint.
+    (tmp_path / "last.json").unlink()
+    assert load_payload(path)["metadata"]["epoch"] == 2
+    # A checkpoint changed behind its sidecar's back (same metadata, other bytes) is still "modified".
+    save_checkpoint(path, net.state_dict(), meta)
+    sidecar = (tmp_path / "last.json").read_bytes()
+    torch.save({"format": "binwatch-checkpoint/1", "metadata": meta, "state_dict": {}}, path)
+    (tmp_path / "last.json").write_bytes(sidecar)
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        load_payload(path)
+    # And the registry's hash is never explained away by a local sidecar.
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        load_payload(path, expected_sha256="0" * 64)
