@@ -310,3 +310,44 @@ def test_a_crash_between_checkpoint_and_sidecar_says_so(tmp_path: Path) -> None:
     # And the registry's hash is never explained away by a local sidecar.
     with pytest.raises(CheckpointError, match="modified or corrupted"):
         load_payload(path, expected_sha256="0" * 64)
+
+
+def test_ema_early_stopping_and_channels_last_survive_a_resume(subset, tmp_path: Path) -> None:
+    """What gpu-full uses besides AMP (CUDA only, ignored on this CPU): EMA weights, early stopping and
+    channels-last, for a few steps, interrupted after epoch 1 and resumed, against one unbroken run."""
+    source, train_recs, val_recs = subset
+    cfg = tiny_config(
+        epochs=4, ema_decay=0.9, early_stopping_patience=1, channels_last=True, max_train_batches=2
+    )
+    straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
+    straight_epochs: list = []
+    straight = train(
+        cfg,
+        source,
+        train_recs,
+        val_recs,
+        straight_out,
+        TrainHooks(on_epoch_end=straight_epochs.append),
+        progress=False,
+    )
+    done: list = []
+    with pytest.raises(TrainingCancelled):
+        train(
+            cfg,
+            source,
+            train_recs,
+            val_recs,
+            resumed_out,
+            TrainHooks(on_epoch_end=done.append, should_stop=lambda: bool(done)),
+            progress=False,
+        )
+    resumed = train(cfg, source, train_recs, val_recs, resumed_out, progress=False)
+    assert resumed.resumed_from_epoch == 1
+    # Early stopping decides the same way after the resume (its counter is part of the saved state).
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in straight.history]
+    a, b = load_payload(straight_out / "last.pt"), load_payload(resumed_out / "last.pt")
+    assert a["stale_epochs"] == b["stale_epochs"]
+    # The EMA state is saved and restored: after the resume it equals the unbroken run's.
+    assert int(a["ema"]["n_averaged"]) == int(b["ema"]["n_averaged"]) == 2 * len(straight.history)
+    for key, value in a["ema"].items():
+        assert torch.allclose(value.float(), b["ema"][key].float(), atol=1e-5), key
