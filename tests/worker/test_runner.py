@@ -312,3 +312,40 @@ def test_the_worker_never_contacts_an_endpoint_or_folder_the_operator_did_not_al
                 helper.close()
     finally:
         server.shutdown()
+
+
+def test_a_resume_whose_checkpoints_are_gone_starts_over(env: tuple[Settings, Jobs, Resources]) -> None:
+    _settings, helper, res = env
+    job_id = helper.submit(enqueue=False, epochs=2, policy="never")
+    assert run_job(job_id, res, shutdown_requested=lambda: helper.get(job_id).epoch >= 1) == Outcome.REQUEUE
+    assert helper.get(job_id).epoch == 1
+    # Someone deleted the stored checkpoints the database still points at.
+    for key in res.artifacts.list(f"jobs/{job_id}/epochs/"):
+        res.artifacts.delete(key)
+    assert run_job(job_id, res) == Outcome.SUCCEEDED
+    rows = helper.epochs(job_id)
+    # Epoch 1 was trained again (a new run, resumed after nothing), then epoch 2; one version.
+    assert [r.epoch for r in rows] == [1, 2]
+    assert rows[0].metrics["run"] == rows[1].metrics["run"] and rows[1].metrics["resumed_after_epoch"] == 0
+    [version] = versions_of(helper, job_id)
+    assert version.metrics["resumed_after_epoch"] == 0
+
+
+def test_if_better_never_promotes_over_an_active_model_it_cannot_verify(
+    env: tuple[Settings, Jobs, Resources],
+) -> None:
+    _settings, helper, res = env
+    first = helper.submit(policy="always", enqueue=False, epochs=1)
+    assert run_job(first, res) == Outcome.SUCCEEDED
+    [active] = versions_of(helper, first)
+    # The active version's stored checkpoint is replaced behind the registry's back.
+    res.artifacts.put_bytes(active.artifact_key, b"not the registered checkpoint")
+    second = helper.submit(policy="if_better", enqueue=False, epochs=1, seed=5)
+    assert run_job(second, res) == Outcome.SUCCEEDED
+    decision = helper.get(second).promotion_decision or ""
+    assert decision.startswith("policy 'if_better': not promoted"), decision
+    assert f"active version {active.id} could not be evaluated" in decision and "sha256" in decision, decision
+    [candidate] = versions_of(helper, second)
+    with helper.sessions() as s:
+        assert registry.active_version(s).id == active.id  # type: ignore[union-attr]
+    assert not candidate.is_active
