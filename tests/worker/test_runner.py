@@ -349,3 +349,34 @@ def test_if_better_never_promotes_over_an_active_model_it_cannot_verify(
     with helper.sessions() as s:
         assert registry.active_version(s).id == active.id  # type: ignore[union-attr]
     assert not candidate.is_active
+
+
+def test_a_second_live_worker_gives_the_job_back_busy(env: tuple[Settings, Jobs, Resources]) -> None:
+    import threading
+
+    settings, helper, res = env
+    job_id = helper.submit(enqueue=False, epochs=2, policy="never")
+    second_done = threading.Event()
+    outcomes: list[Outcome] = []
+    first = threading.Thread(
+        target=lambda: outcomes.append(run_job(job_id, res, shutdown_requested=second_done.is_set))
+    )
+    first.start()
+    try:
+        deadline = time.monotonic() + 120
+        while helper.get(job_id).status != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        owner = helper.get(job_id).host
+        assert owner, "the first worker claimed the job"
+        # Another worker (its own resources, its own owner token) gets a delivery of the same job.
+        other = Resources(settings, helper.sessions, res.artifacts)
+        assert run_job(job_id, other) == Outcome.BUSY
+        job = helper.get(job_id)
+        assert job.status == "running" and job.host == owner and job.attempts == 1
+    finally:
+        second_done.set()
+        first.join(timeout=300)
+    # The first worker then hands the job back (shutdown) and a later delivery finishes it, once.
+    assert outcomes == [Outcome.REQUEUE]
+    assert run_job(job_id, res) == Outcome.SUCCEEDED
+    assert len(versions_of(helper, job_id)) == 1
