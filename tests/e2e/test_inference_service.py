@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from model.predictor import Predictor
 from records.orm import Bin, BinCheck
 from tests.api.support import ABID, Server, clean_env, run_cli, start_server, tiny_checkpoint
+from tests.worker.support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -197,6 +198,9 @@ def test_concurrent_traffic_while_a_model_is_promoted(
             reference[version, bin_id] = pred.probabilities
     assert reference[first, photos[0]] != pytest.approx(reference[second, photos[0]], abs=1e-3)
 
+    def version_of(o: Outcome) -> int:
+        return o.body["predictions"][0]["model"]["id"] if o.kind == "predict" else o.body["model"]["id"]
+
     server = start_server(env, tmp_path)
     stop = threading.Event()
     outcomes: list[Outcome] = []
@@ -232,17 +236,34 @@ def test_concurrent_traffic_while_a_model_is_promoted(
                 assert client.put(f"/v1/bins/{bin_id}", json=metadata(bin_id)).status_code == 201
         with ThreadPoolExecutor(max_workers=8) as pool:
             futures = [pool.submit(traffic, i) for i in range(8)]
-            time.sleep(3)
+
+            def answered() -> list[Outcome]:
+                with lock:
+                    return [o for o in outcomes if o.status in (200, 201)]
+
+            # Traffic on the first model before the promotion: an event, not a sleep.
+            wait_for(lambda: len(answered()) >= 16, 120, "16 answers before the promotion")
             with server.client(admin) as client:
                 promoted = client.post(f"/v1/models/{second}/promote", json={"reason": "mid-traffic"})
             promoted_at = time.monotonic()
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["model"]["serving"]
-            # The other worker polls every 0.5 s and then loads the model (about a second on a busy CPU);
-            # requests started 8 s after the promotion must all be answered by the new model.
-            switched_by = promoted_at + 8
-            while time.monotonic() < switched_by + 2:
-                time.sleep(0.2)
+
+            # The other worker polls every 0.5 s, then loads the model. Wait for the event itself: the
+            # last 24 answers (fresh connections, so both workers) all from the new model and all started
+            # after the promotion. The ceiling is generous; a worker that kept the old model fails it.
+            def converged() -> float | None:
+                recent = answered()[-24:]
+                if len(recent) == 24 and all(
+                    o.started > promoted_at and version_of(o) == second for o in recent
+                ):
+                    return min(o.started for o in recent)
+                return None
+
+            switched_by = wait_for(converged, 120, "both workers answering with the promoted model")
+            # Some more traffic after the switch, counted in answers rather than seconds.
+            settled = len(answered())
+            wait_for(lambda: len(answered()) >= settled + 16, 120, "16 more answers after the switch")
             stop.set()
             for f in futures:
                 f.result()
@@ -266,8 +287,9 @@ def test_concurrent_traffic_while_a_model_is_promoted(
         assert probs == pytest.approx(reference[version, o.photo], abs=1e-3), (o.kind, version)
         served_by.append((o.started, version))
     assert {v for _, v in served_by} == {first, second}
+    # Once both workers had switched, no answer came from the old model again.
     assert all(v == second for started, v in served_by if started >= switched_by), (
-        "a worker kept the old model"
+        "a worker went back to the old model"
     )
     assert any(v == first for started, v in served_by if started < promoted_at)
     checks = [o for o in outcomes if o.kind == "check"]

@@ -153,7 +153,8 @@ def test_enqueue_fails_fast_while_redis_is_down_and_recovers_without_restart(
         started = time.monotonic()
         with pytest.raises(QueueUnavailable) as info:
             enqueue_training(app, settings, f"down-{attempt}", f"t-down-{attempt}")
-        assert time.monotonic() - started < 2.0
+        # Seconds, not kombu's default retries (minutes); generous for a loaded machine.
+        assert time.monotonic() - started < 10.0
         assert "unreachable" in str(info.value) and "not queued" in str(info.value)
 
     private_redis.start()
