@@ -20,6 +20,7 @@ from binwatch.cli.options import (
     Arch,
     BatchSize,
     Classes,
+    Device,
     Endpoint,
     Epochs,
     FileList,
@@ -35,6 +36,8 @@ from binwatch.cli.options import (
     OutOfRange,
     Recipe,
     Schedule,
+    TrainSettings,
+    ValFraction,
 )
 from binwatch.cli.reports import metrics_table, per_class_table, verdict_report
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
@@ -120,20 +123,11 @@ def train(
     pretrained_weights: Annotated[
         Path | None, typer.Option(help="Start from a local ImageNet .pth of the architecture instead.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Device = None,
     max_train_batches: MaxTrainBatches = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Any other training setting as KEY=VALUE (repeatable), e.g. --set ordinal_sigma=0.6; "
-            "see docs/training.md.",
-        ),
-    ] = None,
+    settings: TrainSettings = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = True,
-    val_fraction: Annotated[
-        float, typer.Option(help="Validation share when the data has no manifest split.")
-    ] = 0.15,
+    val_fraction: ValFraction = 0.15,
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,

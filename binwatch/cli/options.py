@@ -59,3 +59,13 @@ OutOfRange = Annotated[str | None, typer.Option(help="Counts >= K: overflow or d
 Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd.")]
 Schedule = Annotated[str | None, typer.Option(help="onecycle, cosine or constant.")]
 MaxTrainBatches = Annotated[int | None, typer.Option(help="Cap batches per epoch (quick checks).")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+TrainSettings = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any other training setting as KEY=VALUE (repeatable), e.g. --set ordinal_sigma=0.6; "
+        "see docs/training.md.",
+    ),
+]
+ValFraction = Annotated[float, typer.Option(help="Validation share when the data has no manifest split.")]

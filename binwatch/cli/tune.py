@@ -16,6 +16,7 @@ from binwatch.cli.ml import DEFAULT_RUNS, fail, merge_overrides, read_dataset
 from binwatch.cli.options import (
     Arch,
     BatchSize,
+    Device,
     Endpoint,
     Epochs,
     FileList,
@@ -27,6 +28,8 @@ from binwatch.cli.options import (
     MaxTrainBatches,
     MinCount,
     Recipe,
+    TrainSettings,
+    ValFraction,
 )
 from model.subsets import SubsetSpec, split_records
 
@@ -72,15 +75,10 @@ def tune(
     batch_size: BatchSize = None,
     lr: Lr = None,
     image_size: ImageSize = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Device = None,
     max_train_batches: MaxTrainBatches = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Any other training setting as KEY=VALUE for every trial (repeatable)."),
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="Validation share when the data has no manifest split.")
-    ] = 0.15,
+    settings: TrainSettings = None,
+    val_fraction: ValFraction = 0.15,
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,
