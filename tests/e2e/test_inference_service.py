@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -249,18 +250,17 @@ def test_concurrent_traffic_while_a_model_is_promoted(
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["model"]["serving"]
 
-            # The other worker polls every 0.5 s, then loads the model. Wait for the event itself: the
-            # last 24 answers (fresh connections, so both workers) all from the new model and all started
-            # after the promotion. The ceiling is generous; a worker that kept the old model fails it.
-            def converged() -> float | None:
-                recent = answered()[-24:]
-                if len(recent) == 24 and all(
-                    o.started > promoted_at and version_of(o) == second for o in recent
-                ):
-                    return min(o.started for o in recent)
-                return None
+            # The other worker polls every 0.5 s, then loads the model. Wait for the event itself: every
+            # live worker reports the new version in /metrics (binwatch_active_model_info, "livemax": the old
+            # version reads 1 while any worker still serves it). Generous ceiling; a stuck worker fails it.
+            def all_switched() -> float | None:
+                with server.client(admin) as client:
+                    text = client.get("/metrics").text
+                info = r'binwatch_active_model_info\{[^}]*version="(\d+)"[^}]*\} (\S+)'
+                served = {int(v): float(x) for v, x in re.findall(info, text)}
+                return time.monotonic() if served.get(second) == 1.0 and served.get(first) == 0.0 else None
 
-            switched_by = wait_for(converged, 120, "both workers answering with the promoted model")
+            switched_by = wait_for(all_switched, 120, "every worker serving the promoted model")
             # Some more traffic after the switch, counted in answers rather than seconds.
             settled = len(answered())
             wait_for(lambda: len(answered()) >= settled + 16, 120, "16 more answers after the switch")
