@@ -60,7 +60,9 @@ def module_pg_url(pg_server_url: str) -> Iterator[str]:
 
 
 def register_baseline(helper: Jobs, checkpoint: Path) -> int:
-    store = open_artifact_store(helper.settings.resolved_artifact_store)
+    store = open_artifact_store(
+        helper.settings.resolved_artifact_store, endpoint_url=helper.settings.s3_endpoint_url
+    )
     with helper.sessions() as session:
         version, _ = model_versions.register_checkpoint(
             session, store, checkpoint, model_versions.read_checkpoint_metadata(checkpoint), name="baseline"

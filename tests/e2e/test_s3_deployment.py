@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from records import model_versions
-from records.artifacts import open_artifact_store
 from records.migrate import upgrade_database
 from tests.api.support import start_server, tiny_checkpoint
-from tests.e2e.conftest import create_key
+from tests.e2e.conftest import create_key, register_baseline
 from tests.e2e.test_training_jobs import PHOTO, submit, wait_job
 from tests.worker.support import (
     Jobs,
@@ -52,15 +51,7 @@ def s3_deployment(
     )
     settings = settings_from_env(env)
     helper = Jobs(settings)
-    store = open_artifact_store(settings.resolved_artifact_store, endpoint_url=moto_endpoint)
-    checkpoint = tiny_checkpoint(tmp_path_factory.getbasetemp() / "checkpoints", 11)
-    with helper.sessions() as session:
-        version, _ = model_versions.register_checkpoint(
-            session, store, checkpoint, model_versions.read_checkpoint_metadata(checkpoint), name="baseline"
-        )
-        model_versions.promote(session, version.id, actor="e2e", reason="baseline on S3")
-        session.commit()
-        baseline = version.id
+    baseline = register_baseline(helper, tiny_checkpoint(tmp_path_factory.getbasetemp() / "checkpoints", 11))
     key = create_key(helper, ["predict", "train", "inventory"])
     api = start_server(env, tmp_path / "logs")
     worker = start_worker(env, tmp_path / "logs")
