@@ -29,7 +29,7 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
-from api.routes import bins, health, models, predictions, training_jobs
+from api.routes import bins, health, models, predictions, training_jobs, tuning_jobs
 from api.security_headers import SecurityHeadersMiddleware
 from records import apikeys
 from records.artifacts import open_artifact_store
@@ -56,6 +56,10 @@ TAGS = [
     {"name": "bins", "description": "Recorded counts, photo checks and their verdicts."},
     {"name": "models", "description": "The model registry and promotion."},
     {"name": "training jobs", "description": "Train new model versions on a worker."},
+    {
+        "name": "tuning jobs",
+        "description": "Search hyperparameters: trials run as training jobs on the workers.",
+    },
     {"name": "health", "description": "Probes and metrics."},
 ]
 
@@ -197,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     # Training-job paths are relative to /v1 (e.g. "/training-jobs" -> /v1/training-jobs).
     app.include_router(training_jobs.router, prefix="/v1")
+    app.include_router(tuning_jobs.router, prefix="/v1")
     # Added last = outermost: metrics see every response, including the body limit's 413s.
     app.add_middleware(
         BodyLimitMiddleware,

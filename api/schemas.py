@@ -20,7 +20,6 @@ BIN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_ID = 2**31 - 1
 
 
-
 def _integral(value: Any) -> Any:
     # JSON has one number type: 4.0 is the integer 4 (JSON Schema agrees). Strings and booleans stay
     # refused (strict below): "4" or true as a count is a client bug worth a 422.

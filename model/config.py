@@ -66,7 +66,9 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int | None = Field(default=None, ge=1)
     calibrate: bool = Field(default=True, description="Fit a softmax temperature on the validation split.")
     calibration_fraction: float = Field(
-        default=0.05, ge=0, lt=0.5,
+        default=0.05,
+        ge=0,
+        lt=0.5,
         description="Share of the train split held out to fit the temperature (0: fit on validation).",
     )
     channels_last: bool = True

@@ -40,8 +40,14 @@ def write_predictions(result: CheckpointEvaluation, path: str | Path) -> None:
             true_idx = result.classes.class_of(int(count))
             p_true = float(probs[true_idx]) if true_idx is not None else float("nan")
             writer.writerow(
-                [record.id, int(count), labels[idx], result.classes.count_of(idx), f"{probs[idx]:.4f}",
-                 f"{p_true:.4f}"]
+                [
+                    record.id,
+                    int(count),
+                    labels[idx],
+                    result.classes.count_of(idx),
+                    f"{probs[idx]:.4f}",
+                    f"{p_true:.4f}",
+                ]
             )
 
 

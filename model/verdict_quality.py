@@ -90,8 +90,11 @@ def verdict_quality(
             if recorded < 0:
                 continue
             v = judge(
-                int(recorded), by_label, classes,
-                match_threshold=match_threshold, mismatch_threshold=mismatch_threshold,
+                int(recorded),
+                by_label,
+                classes,
+                match_threshold=match_threshold,
+                mismatch_threshold=mismatch_threshold,
             )
             if v.probability_of_expected is None:
                 continue

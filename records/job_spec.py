@@ -102,8 +102,12 @@ class Hyperparameters(BaseModel):
     )
     architecture: (
         Literal[
-            "resnet18", "resnet34", "resnet50",
-            "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
+            "resnet18",
+            "resnet34",
+            "resnet50",
+            "efficientnet-lite0",
+            "efficientnet-lite1",
+            "efficientnet-lite2",
         ]
         | None
     ) = None

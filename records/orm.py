@@ -24,8 +24,11 @@ SCOPES = ("predict", "inventory", "train", "admin")
 BIN_SOURCES = ("api", "abid-metadata")
 VERDICTS = ("match", "mismatch", "uncertain")
 MODEL_SOURCES = ("cli", "job")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+# "pruned": a tuning trial (records/tuning_jobs.py) that the study's pruner stopped early.
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
+JOB_FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "pruned")
+TUNING_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TUNING_FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 PROMOTION_POLICIES = ("never", "if_better", "always")
 
 # Deterministic constraint names on both dialects, so later migrations can drop or alter them by name
@@ -258,6 +261,11 @@ class TrainingJob(Base):
     # How many times a worker has taken the job (claim_job); a job whose worker keeps dying stops at
     # BINWATCH_JOB_MAX_ATTEMPTS instead of being handed out forever.
     attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    # A trial of a tuning job: its study and (once a worker asked Optuna for it) its trial number.
+    tuning_job_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("tuning_jobs.id", ondelete="CASCADE"), index=True
+    )
+    trial_number: Mapped[int | None]
 
     # post_update: a job and its version can be inserted in one flush although each points at the other;
     # this side's UPDATE runs after both rows exist.
@@ -273,6 +281,48 @@ class TrainingJob(Base):
         # the client in the same request that creates the row.
         kwargs.setdefault("id", new_job_id())
         super().__init__(**kwargs)
+
+
+class TuningJob(Base):
+    """A hyperparameter study run as training jobs (its trials) on the workers; records/tuning_jobs.py."""
+
+    __tablename__ = "tuning_jobs"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("status", TUNING_STATUSES), name="status"),
+        sa.CheckConstraint(_one_of("promotion_policy", PROMOTION_POLICIES), name="promotion_policy"),
+        sa.Index("ix_tuning_jobs_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_job_id)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    dataset: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    # hyperparameters, the resolved base config, space, objective, pruner, seed, model_name, submitted_by
+    params: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
+    trials: Mapped[int]
+    parallelism: Mapped[int]
+    timeout_s: Mapped[int | None]
+    promotion_policy: Mapped[str] = mapped_column(sa.String(16))
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    promotion_decision: Mapped[str | None] = mapped_column(sa.Text)
+    best_trial: Mapped[int | None]
+    # use_alter: model_versions -> training_jobs -> tuning_jobs -> model_versions is a cycle.
+    model_version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("model_versions.id", ondelete="SET NULL", use_alter=True)
+    )
+    # Where the study's pictures are in the artifact store (name -> key), once it ended.
+    pictures: Mapped[dict[str, str]] = mapped_column(JSONColumn, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("id", new_job_id())
+        super().__init__(**kwargs)
+
+    @property
+    def study_name(self) -> str:
+        return f"binwatch-tuning-{self.id}"
 
 
 class EpochMetric(Base):

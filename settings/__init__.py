@@ -179,19 +179,25 @@ class Settings(BaseSettings):
     dataset_endpoint_allowlist: list[str] = Field(
         default_factory=list,
         description="S3-compatible endpoints a training job's dataset.endpoint_url may name (JSON list of "
-        "URLs, e.g. [\"http://minio:9000\"]). Empty (the default): clients cannot choose an endpoint; "
+        'URLs, e.g. ["http://minio:9000"]). Empty (the default): clients cannot choose an endpoint; '
         "s3:// datasets go to AWS, or to BINWATCH_S3_ENDPOINT_URL when set. Workers send their "
         "credentials only to these (docs/security.md).",
     )
     dataset_roots: list[str] = Field(
         default_factory=list,
         description="Folders on the worker hosts under which a training job's dataset.uri may point (JSON "
-        "list, e.g. [\"/data\"]). Empty (the default): any folder the worker can read; set it wherever "
+        'list, e.g. ["/data"]). Empty (the default): any folder the worker can read; set it wherever '
         "train keys are not fully trusted (docs/security.md).",
     )
     job_work_dir: Path | None = Field(
         default=None, description="Scratch folder for running jobs' checkpoints. Default: <home>/jobs."
     )
+    tuning_storage_url: str | None = Field(
+        default=None,
+        description="Optuna storage of tuning jobs' studies. Default: the database's own optuna schema "
+        "on Postgres; <home>/binwatch-optuna.db beside the SQLite file (docs/tuning.md).",
+    )
+    tuning_max_trials: int = Field(default=500, ge=1, description="Most trials one tuning job may ask for.")
 
     device: str = Field(
         default="auto", description="torch device for inference and training: auto, cpu, cuda."
@@ -249,6 +255,28 @@ class Settings(BaseSettings):
     @property
     def resolved_job_work_dir(self) -> Path:
         return (self.job_work_dir or self.home / "jobs").resolve()
+
+    @property
+    def resolved_tuning_storage_url(self) -> str:
+        """Optuna's storage URL. Optuna keeps a table named ``alembic_version`` of its own, so it never
+        shares binwatch's tables: on Postgres it gets the ``optuna`` schema (created by migration 0004),
+        on SQLite a file of its own beside the database file."""
+        if self.tuning_storage_url:
+            return self.tuning_storage_url
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.resolved_database_url)
+        if url.get_backend_name() == "postgresql":
+            return url.update_query_dict({"options": "-csearch_path=optuna"}).render_as_string(
+                hide_password=False
+            )
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            db = Path(url.database)
+            return str(url.set(database=str(db.with_name(f"{db.stem}-optuna{db.suffix or '.db'}"))))
+        raise ValueError(
+            f"tuning jobs need a file or server database for their studies; set BINWATCH_TUNING_STORAGE_URL "
+            f"(the database URL {url.render_as_string(hide_password=True)} cannot hold them)"
+        )
 
     @property
     def resolved_broker_url(self) -> str:

@@ -47,6 +47,21 @@ def describe(reaped: jobs.Reaped, settings: Settings) -> str:
     return f"job {reaped.job_id}: {silent}; could not be queued again ({reaped.detail}); next pass retries"
 
 
+def move_stalled_studies() -> None:
+    """Tuning jobs left running with no trial job queued or running (the worker that should have moved
+    them on failed to): add their next trials or finish them (worker/trials.py)."""
+    from records import tuning_jobs
+    from worker.runner import resources
+    from worker.trials import continue_study
+
+    res = resources()
+    with res.sessions() as session:
+        stalled = tuning_jobs.stalled(session)
+    for tuning_id in stalled:
+        log.warning("reaper: tuning job %s has no trial running; moving it on", tuning_id)
+        continue_study(res, tuning_id)
+
+
 def reap_once(sessions: sessionmaker[Session], settings: Settings, celery: Celery) -> list[jobs.Reaped]:
     """One pass over the stale running jobs; logs each action at WARNING and returns them."""
 
@@ -88,6 +103,10 @@ class Reaper(threading.Thread):
                     reap_once(sessions, self.settings, celery)
                 except Exception:  # noqa: BLE001 - a database or broker blip: the next pass tries again
                     log.warning("reaper: pass failed; trying again in %gs", self.interval, exc_info=True)
+                try:
+                    move_stalled_studies()
+                except Exception:  # noqa: BLE001 - as above
+                    log.warning("reaper: could not move stalled tuning jobs on", exc_info=True)
                 self.stopped.wait(self.interval)
         finally:
             celery.close()

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +48,9 @@ from records.orm import ModelVersion, TrainingJob
 from settings import Settings
 from worker.promotion import Decision, decide
 
+if TYPE_CHECKING:  # pragma: no cover
+    from worker.trials import StudyTrial
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +62,7 @@ class Outcome(StrEnum):
     BUSY = "busy"  # another live worker runs it: give the message back to the queue
     REQUEUE = "requeue"  # this worker is shutting down: the job goes back to the queue, resumable
     LOST = "lost"  # another worker took the job over from us: leave it alone
+    PRUNED = "pruned"  # a tuning trial that its study's pruner stopped (worker/trials.py)
 
 
 class StopReason(StrEnum):
@@ -214,6 +219,8 @@ class JobRun:
         self._deadline = math.inf
         self.soft_limit_s = self.settings.job_time_limit_seconds
         self._current_epoch = 0
+        self.tuning_job_id: str | None = None
+        self.trial: StudyTrial | None = None
 
     # -- keys in the artifact store
     def epoch_prefix(self, epoch: int) -> str:
@@ -224,6 +231,17 @@ class JobRun:
 
     # -- the whole run
     def run(self) -> Outcome:
+        outcome = self._run()
+        if self.tuning_job_id is not None and outcome not in (Outcome.BUSY, Outcome.REQUEUE, Outcome.LOST):
+            from worker import trials
+
+            try:
+                trials.after_trial(self.res, self.job_id)
+            except Exception:  # noqa: BLE001 - the reaper continues a study nobody moved on (worker/reaper.py)
+                log.exception("job %s: could not move its tuning job %s on", self.job_id, self.tuning_job_id)
+        return outcome
+
+    def _run(self) -> Outcome:
         with self.session() as session:
             claim = jobs.claim_job(
                 session,
@@ -232,6 +250,7 @@ class JobRun:
                 self.settings.job_stale_after_seconds,
                 max_attempts=self.settings.job_max_attempts,
             )
+        self.tuning_job_id = claim.job.tuning_job_id if claim.job is not None else None
         if claim.outcome == jobs.ClaimOutcome.BUSY:
             log.warning(
                 "job %s is running on %s with a fresh heartbeat; this delivery goes back to the queue "
@@ -269,7 +288,12 @@ class JobRun:
         self._deadline = time.monotonic() + self.soft_limit_s
         try:
             spec = DatasetSpec.model_validate(job.dataset)
-            cfg = TrainConfig.model_validate({**job.params["config"], "device": self.settings.device})
+            config = job.params["config"]
+            if job.tuning_job_id is not None:
+                from worker import trials
+
+                self.trial, config = trials.begin(self.res, job)
+            cfg = TrainConfig.model_validate({**config, "device": self.settings.device})
             if multiprocessing.current_process().daemon and cfg.num_workers:
                 # Celery's prefork children are daemonic, and daemonic processes cannot start the
                 # DataLoader's worker processes. Load in-process instead (slower; the solo pool has no
@@ -292,6 +316,8 @@ class JobRun:
             if isinstance(exc, SoftTimeLimitExceeded):
                 self.stop_reason = StopReason.TIME_LIMIT
                 return self._stopped("stopped by Celery's soft time limit")
+            if self.trial is not None and type(exc).__name__ == "TrialPruned":
+                return self._pruned(str(exc))
             message = self._describe(exc)
             log.error("job %s failed: %s", self.job_id, message, exc_info=not isinstance(exc, DatasetError))
             with self.session() as session:
@@ -364,6 +390,14 @@ class JobRun:
         log.info("job %s cancelled (%s)", self.job_id, detail)
         self._delete_prefix(f"jobs/{self.job_id}/epochs/")
         return Outcome.CANCELLED
+
+    def _pruned(self, detail: str) -> Outcome:
+        with self.session() as session:
+            if not jobs.finish_job(session, self.job_id, self.owner, "pruned", promotion_decision=detail):
+                return Outcome.LOST
+        log.info("job %s: %s", self.job_id, detail)
+        self._delete_prefix(f"jobs/{self.job_id}/epochs/")
+        return Outcome.PRUNED
 
     # -- resume
     def _restore_checkpoints(self, job: TrainingJob) -> int:
@@ -463,6 +497,8 @@ class JobRun:
             " best" if ep.is_best else "",
         )
         self._prune(ep.epoch)
+        if self.trial is not None:
+            self.trial.report(ep)  # raises optuna.TrialPruned when the study's pruner says so
 
     def _prune(self, current: int) -> None:
         """Drop checkpoints nothing points at any more: only the newest epoch's last.* (what the database
@@ -557,6 +593,8 @@ class JobRun:
             return version
 
     def _succeed(self, job: TrainingJob, cfg: TrainConfig, data: JobData, result: TrainResult) -> Outcome:
+        if self.trial is not None:
+            return self._trial_succeeded(result)
         version = self._register(job, data, result)
         for _attempt in range(3):
             with self.session() as session:
@@ -604,6 +642,20 @@ class JobRun:
             self._delete_prefix(f"jobs/{self.job_id}/epochs/")
             return Outcome.SUCCEEDED
         raise RuntimeError("could not apply the promotion policy: the active version kept changing")
+
+    def _trial_succeeded(self, result: TrainResult) -> Outcome:
+        assert self.trial is not None
+        value = self.trial.complete(result)
+        note = (
+            f"trial {self.trial.number}: {self.trial.objective.name} {value:.4f}; the tuning job registers "
+            "its best trial"
+        )
+        with self.session() as session:
+            if not jobs.finish_job(session, self.job_id, self.owner, "succeeded", promotion_decision=note):
+                raise LeaseLost(self.job_id)
+        log.info("job %s succeeded: %s", self.job_id, note)
+        self._delete_prefix(f"jobs/{self.job_id}/epochs/")
+        return Outcome.SUCCEEDED
 
 
 def fail_abandoned(sessions: sessionmaker[Session], job_id: str, error: str) -> bool:

@@ -56,7 +56,7 @@ Db = Annotated[Session, Depends(get_db)]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
 Trainer = Annotated[Principal, Depends(require_scope("train"))]
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 assert set(JobStatus.__args__) == set(JOB_STATUSES)  # type: ignore[attr-defined]
 
 JobId = Annotated[
@@ -176,6 +176,8 @@ class TrainingJobOut(BaseModel):
     host: str | None = Field(description="The worker running (or that last ran) the job.")
     error: str | None
     model_version_id: int | None = Field(description="The model version the job registered.")
+    tuning_job_id: str | None = Field(default=None, description="The tuning job this job is a trial of.")
+    trial_number: int | None = Field(default=None, description="Its trial's number in the study.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -259,6 +261,8 @@ def job_out(
         host=job.host,
         error=job.error,
         model_version_id=job.model_version_id,
+        tuning_job_id=job.tuning_job_id,
+        trial_number=job.trial_number,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -59,14 +59,14 @@ def make_pruner(name: str, startup_trials: int = 2) -> optuna.pruners.BasePruner
 
 
 def open_study(
-    storage: str,
+    storage: str | optuna.storages.BaseStorage,
     name: str,
     objective: Objective,
     pruner: str = DEFAULT_PRUNER,
     seed: int = 0,
     startup_trials: int = 2,
 ) -> optuna.Study:
-    """Create the study in ``storage`` (an Optuna storage URL), or load it if it exists."""
+    """Create the study in ``storage`` (an Optuna storage or its URL), or load it if it exists."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,517 @@
+"""Tuning jobs over HTTP: submit (202), list, show (every trial), cancel, and the study's pictures.
+
+A tuning job is an Optuna study whose trials are training jobs that any worker runs (worker/trials.py,
+docs/tuning.md). Submission validates the search space (422 naming the setting at fault), creates the
+study in the tuning storage (records/tuning_storage.py) with the base configuration as its first trial,
+writes the job and its first ``parallelism`` trial jobs, commits, then queues them; when the broker cannot
+be reached the job fails with the reason and the client gets a 503, as for training jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.orm import Session
+
+from api.deps import Principal, get_artifacts, get_db, get_settings, require_scope
+from api.problems import URN, VALIDATION, Problem
+from api.routes.training_jobs import QUEUE_UNAVAILABLE, celery_for
+from model.tuning.objective import OBJECTIVES, objective
+from model.tuning.space import SearchSpace, SpaceError
+from model.tuning.study import PRUNERS, summarise
+from records import jobs as job_records
+from records import tuning_jobs
+from records.artifacts import ArtifactNotFound, ArtifactStore
+from records.job_queue import QueueUnavailable, enqueue_training, time_limits
+from records.job_spec import (
+    DatasetSpec,
+    Hyperparameters,
+    PromotionPolicy,
+    check_dataset_root,
+    check_endpoint,
+    resolve_config,
+)
+from records.orm import TUNING_STATUSES, TrainingJob, TuningJob, utcnow
+from records.text_rules import SafeLine
+from records.tuning_storage import load_study, open_storage
+from settings import Settings
+
+log = logging.getLogger("binwatch.api.tuning_jobs")
+
+router = APIRouter(prefix="/tuning-jobs", tags=["tuning jobs"])
+
+TUNING_NOT_FOUND = URN + "tuning-job-not-found"
+TUNING_FINISHED = URN + "tuning-job-finished"
+STUDY_STORAGE_UNAVAILABLE = URN + "study-storage-unavailable"
+
+Db = Annotated[Session, Depends(get_db)]
+CurrentSettings = Annotated[Settings, Depends(get_settings)]
+Artifacts = Annotated[ArtifactStore, Depends(get_artifacts)]
+Trainer = Annotated[Principal, Depends(require_scope("train"))]
+TuningStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+assert set(TuningStatus.__args__) == set(TUNING_STATUSES)  # type: ignore[attr-defined]
+ObjectiveName = Literal["accuracy", "rmse", "accuracy_0-5"]
+assert set(ObjectiveName.__args__) == set(OBJECTIVES)  # type: ignore[attr-defined]
+PICTURES = ("optimization_history.png", "param_importances.png")
+
+TuningId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=36,
+        pattern=r"^[0-9a-f]+$",
+        description="The tuning job's id (32 hex digits).",
+    ),
+]
+
+
+class SpaceParam(BaseModel):
+    """One searched setting: a float or int range (``log``, ``step`` for ints) or a list of choices."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: int | None = Field(default=None, ge=1)
+    choices: list[float | int | bool | Annotated[SafeLine, Field(max_length=64)]] | None = Field(
+        default=None, max_length=64
+    )
+
+    def as_space_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude_defaults=False)
+
+
+class TuningJobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset": {"uri": "/data/abid", "limit": 2000},
+                    "hyperparameters": {"recipe": "cpu-quick"},
+                    "space": {
+                        "lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True},
+                        "image_size": {"type": "categorical", "choices": [96, 112, 128]},
+                    },
+                    "objective": "accuracy",
+                    "trials": 12,
+                    "parallelism": 2,
+                }
+            ]
+        },
+    )
+
+    dataset: DatasetSpec
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="The base configuration (a recipe and overrides)."
+    )
+    space: dict[Annotated[str, Field(max_length=64)], SpaceParam] = Field(
+        description="Setting name -> range or choices; any setting `binwatch train --set` accepts.",
+        max_length=32,
+    )
+    objective: ObjectiveName = Field(
+        default="accuracy", description="accuracy and accuracy_0-5 are maximised, rmse minimised."
+    )
+    pruner: Literal["median", "none"] = Field(
+        default="median", description="median: stop a trial whose epoch is worse than the median so far."
+    )
+    trials: int = Field(default=12, ge=1, description="Trials in all (complete, pruned or failed).")
+    timeout_s: int | None = Field(
+        default=None, ge=60, description="No trial starts after this many seconds; running ones finish."
+    )
+    parallelism: int = Field(default=2, ge=1, le=64, description="Trials running at once, at most.")
+    seed: int = Field(default=0, description="The sampler's seed.")
+    points: list[
+        dict[
+            Annotated[str, Field(max_length=64)],
+            float | int | bool | Annotated[SafeLine, Field(max_length=64)],
+        ]
+    ] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Points of the space to try first, after the base configuration (Optuna's "
+        "enqueue_trial; a warm start from what you already know). Each names every searched setting.",
+    )
+    baseline: bool = Field(
+        default=True, description="Try the base configuration's own values first (when inside the space)."
+    )
+    promotion_policy: PromotionPolicy = "if_better"
+    model_name: SafeLine | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _pruners_known(self) -> TuningJobCreate:
+        assert self.pruner in PRUNERS
+        return self
+
+
+class TrialOut(BaseModel):
+    number: int
+    state: str = Field(description="COMPLETE, PRUNED, FAIL, RUNNING or WAITING (Optuna's trial states).")
+    params: dict[str, Any]
+    value: float | None
+    values: list[float] = Field(description="The objective after every finished epoch.")
+    duration_s: float | None
+    host: str | None
+    epochs_done: int
+    epochs_planned: int | None
+    seconds_saved: float | None = Field(description="A pruned trial's epochs left x its mean epoch time.")
+    error: str | None
+    baseline: bool = Field(description="The base configuration's own values (the study's first trial).")
+    training_job_id: str | None
+    job_status: str | None
+
+
+class TuningJobOut(BaseModel):
+    id: str
+    status: TuningStatus
+    dataset: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    config: dict[str, Any] = Field(description="The base training configuration, resolved at submission.")
+    space: dict[str, Any]
+    objective: str
+    direction: str
+    pruner: str
+    trials: int
+    parallelism: int
+    timeout_s: int | None
+    promotion_policy: PromotionPolicy
+    promotion_decision: str | None
+    cancel_requested: bool
+    model_version_id: int | None = Field(description="The version registered from the best trial.")
+    best_trial: int | None
+    best_value: float | None
+    counts: dict[str, int] = Field(description="Trials by state.")
+    seconds_saved: float = Field(description="Compute the pruner saved (sum over pruned trials).")
+    pictures: dict[str, str] = Field(description="Picture name -> URL under this API.")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    elapsed_s: float | None
+    trial_list: list[TrialOut] | None = Field(
+        default=None, description="Every trial (in GET /v1/tuning-jobs/{id} only)."
+    )
+
+
+class TuningJobPage(BaseModel):
+    items: list[TuningJobOut]
+    next_cursor: str | None
+
+
+def _not_found(tuning_id: str) -> Problem:
+    return Problem(404, f"no tuning job {tuning_id}", type=TUNING_NOT_FOUND, title="Not Found")
+
+
+def _invalid(detail: str, loc: list[str | int]) -> Problem:
+    return Problem(
+        422,
+        detail,
+        type=VALIDATION,
+        title="Invalid request",
+        errors=[{"loc": loc, "msg": detail, "type": "value_error"}],
+    )
+
+
+def _trials(settings: Settings, job: TuningJob, rows: list[TrainingJob]) -> list[TrialOut]:
+    try:
+        study = load_study(settings.resolved_tuning_storage_url, job.study_name)
+    except KeyError:  # the study was never created (the submission failed half-way)
+        return []
+    by_number = {r.trial_number: r for r in rows if r.trial_number is not None}
+    out = []
+    for s in summarise(study):
+        row = by_number.get(s.number)
+        out.append(
+            TrialOut(
+                **s.to_dict(), training_job_id=row.id if row else None, job_status=row.status if row else None
+            )
+        )
+    return out
+
+
+def tuning_out(
+    request: Request, settings: Settings, job: TuningJob, rows: list[TrainingJob], detail: bool
+) -> TuningJobOut:
+    params = dict(job.params or {})
+    trials = _trials(settings, job, rows)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.lower()] = counts.get(t.state.lower(), 0) + 1
+    queued = sum(1 for r in rows if r.status == "queued" and r.trial_number is None)
+    if queued:
+        counts["queued"] = queued
+    best = None
+    if job.best_trial is not None:
+        best = next((t for t in trials if t.number == job.best_trial), None)
+    else:
+        complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+        if complete:
+            pick = max if objective(params["objective"]).direction == "maximize" else min
+            best = pick(complete, key=lambda t: t.value or 0.0)
+    end = job.finished_at or utcnow()
+    return TuningJobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        dataset=dict(job.dataset or {}),
+        hyperparameters=dict(params.get("hyperparameters") or {}),
+        config=dict(params.get("config") or {}),
+        space=dict(params.get("space") or {}),
+        objective=params["objective"],
+        direction=objective(params["objective"]).direction,
+        pruner=params.get("pruner", "median"),
+        trials=job.trials,
+        parallelism=job.parallelism,
+        timeout_s=job.timeout_s,
+        promotion_policy=job.promotion_policy,  # type: ignore[arg-type]
+        promotion_decision=job.promotion_decision,
+        cancel_requested=job.cancel_requested,
+        model_version_id=job.model_version_id,
+        best_trial=best.number if best else None,
+        best_value=best.value if best else None,
+        counts=counts,
+        seconds_saved=round(sum(t.seconds_saved or 0.0 for t in trials), 1),
+        pictures={
+            name: str(request.url_for("get_tuning_picture", tuning_id=job.id, name=name))
+            for name in (job.pictures or {})
+        },
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        elapsed_s=round((end - job.started_at).total_seconds(), 1) if job.started_at else None,
+        trial_list=trials if detail else None,
+    )
+
+
+@router.post("", status_code=202, response_model=TuningJobOut, summary="Submit a tuning job")
+def submit_tuning_job(
+    request: Request,
+    response: Response,
+    body: Annotated[TuningJobCreate, Body()],
+    db: Db,
+    settings: CurrentSettings,
+    principal: Trainer,
+) -> TuningJobOut:
+    """Queue a study: its trials run as training jobs on the workers, ``parallelism`` at a time, until
+    ``trials`` have run or ``timeout_s`` has passed; then the best trial's model is registered and the
+    promotion policy applied. Answers 202; follow it with `GET /v1/tuning-jobs/{id}`."""
+    try:
+        check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
+    try:
+        check_dataset_root(body.dataset.uri, settings.dataset_roots)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "dataset", "uri"]) from exc
+    if body.trials > settings.tuning_max_trials:
+        raise _invalid(
+            f"trials {body.trials} is above this deployment's limit of {settings.tuning_max_trials} "
+            "(BINWATCH_TUNING_MAX_TRIALS)",
+            ["body", "trials"],
+        )
+    try:
+        space = SearchSpace.from_dict({name: p.as_space_dict() for name, p in body.space.items()})
+    except SpaceError as exc:
+        raise _invalid(str(exc), ["body", "space", exc.field]) from exc
+    hp = body.hyperparameters
+    try:
+        config = resolve_config(hp)
+    except ValueError as exc:
+        raise _invalid(str(exc), ["body", "hyperparameters"]) from exc
+    if hp.time_limit_seconds is not None and hp.time_limit_seconds > settings.job_time_limit_seconds:
+        raise _invalid(
+            f"time_limit_seconds {hp.time_limit_seconds} is above this deployment's limit of "
+            f"{settings.job_time_limit_seconds} s (BINWATCH_JOB_TIME_LIMIT_SECONDS)",
+            ["body", "hyperparameters", "time_limit_seconds"],
+        )
+    for i, point in enumerate(body.points):
+        missing = sorted(set(space.names) - set(point))
+        extra = sorted(set(point) - set(space.names))
+        if missing or extra or space.point_of(point) is None:
+            why = (
+                f"names no value for {', '.join(missing)}"
+                if missing
+                else f"names settings outside the space: {', '.join(extra)}"
+                if extra
+                else "lies outside the space"
+            )
+            raise _invalid(f"points[{i}] {why}", ["body", "points", i])
+    goal = objective(body.objective)
+    if goal.name == "accuracy_0-5" and config.get("classes") == "udacity":
+        raise _invalid(
+            "objective accuracy_0-5 needs the overflow classes (udacity classes have no 0)",
+            ["body", "objective"],
+        )
+    soft, _hard = time_limits(settings, hp.time_limit_seconds)
+    job = tuning_jobs.create_tuning_job(
+        db,
+        dataset=body.dataset.model_dump(exclude_none=True),
+        params={
+            "hyperparameters": hp.model_dump(exclude_none=True),
+            "config": config,
+            "space": space.to_dict(),
+            "objective": goal.name,
+            "pruner": body.pruner,
+            "seed": body.seed,
+            "time_limit_seconds": soft,
+            "model_name": body.model_name,
+            "submitted_by": principal.actor,
+        },
+        trials=body.trials,
+        parallelism=body.parallelism,
+        timeout_s=body.timeout_s,
+        promotion_policy=body.promotion_policy,
+    )
+    try:
+        _create_study(settings, job, space, goal.name, body, config)
+    except Exception as exc:
+        db.rollback()
+        log.exception("tuning job: the study storage failed")
+        raise Problem(
+            503,
+            f"the study storage could not be written ({type(exc).__name__}); nothing was queued. "
+            "Check BINWATCH_TUNING_STORAGE_URL and that `binwatch db upgrade` has run.",
+            type=STUDY_STORAGE_UNAVAILABLE,
+            title="Study storage unavailable",
+            headers={"Retry-After": "10"},
+        ) from exc
+    plan = tuning_jobs.plan_trials(db, job)
+    added = [tuning_jobs.add_trial_job(db, job) for _ in range(plan.add)]
+    db.commit()
+    for trial in added:
+        try:
+            enqueue_training(celery_for(settings), settings, trial.id, str(trial.celery_task_id), soft)
+        except QueueUnavailable as exc:
+            for t in added:
+                job_records.mark_not_queued(db, t.id, f"not queued: {exc}")
+            tuning_jobs.finish(db, job.id, "failed", error=f"not queued: {exc}")
+            db.commit()
+            raise Problem(
+                503,
+                f"{exc}. Nothing will run; submit again once the queue is back.",
+                type=QUEUE_UNAVAILABLE,
+                title="Job queue unavailable",
+                headers={"Retry-After": "10"},
+                tuning_job_id=job.id,
+            ) from exc
+    log.info(
+        "tuning job %s queued by %s: %d trials, %d at once", job.id, principal.actor, job.trials, plan.add
+    )
+    response.headers["Location"] = str(request.url_for("get_tuning_job", tuning_id=job.id))
+    db.refresh(job)
+    return tuning_out(request, settings, job, tuning_jobs.trial_jobs(db, job.id), detail=True)
+
+
+def _create_study(
+    settings: Settings,
+    job: TuningJob,
+    space: SearchSpace,
+    goal: str,
+    body: TuningJobCreate,
+    config: dict[str, Any],
+) -> None:
+    from model.tuning.study import open_study
+
+    storage = open_storage(settings.resolved_tuning_storage_url)
+    study = open_study(storage, job.study_name, objective(goal), pruner=body.pruner, seed=body.seed)
+    point = space.point_of(config) if body.baseline else None
+    if point is not None:
+        # The base configuration first, so the study always shows what it gained over it.
+        study.enqueue_trial(point, user_attrs={"baseline": True})
+    for given in body.points:
+        study.enqueue_trial(dict(given), user_attrs={"given": True})
+
+
+@router.get("", response_model=TuningJobPage, summary="List tuning jobs")
+def list_tuning(
+    request: Request,
+    db: Db,
+    settings: CurrentSettings,
+    _principal: Trainer,
+    status: Annotated[list[TuningStatus] | None, Query(description="Only these statuses.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[str | None, Query(max_length=36, pattern=r"^[0-9a-f]+$")] = None,
+) -> TuningJobPage:
+    """Tuning jobs, newest first, with their trial counts and best value so far."""
+    try:
+        page = tuning_jobs.list_tuning_jobs(db, status=status, before=before, limit=limit)
+    except LookupError as exc:
+        raise _invalid(str(exc), ["query", "before"]) from exc
+    return TuningJobPage(
+        items=[tuning_out(request, settings, j, tuning_jobs.trial_jobs(db, j.id), False) for j in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{tuning_id}", name="get_tuning_job", response_model=TuningJobOut, summary="Show a tuning job")
+def get_tuning(
+    tuning_id: TuningId, request: Request, db: Db, settings: CurrentSettings, _principal: Trainer
+) -> TuningJobOut:
+    """The study: every trial (parameters, state, per-epoch values, duration, host), the best so far, the
+    compute the pruner saved, the registered model version and the pictures."""
+    job = tuning_jobs.get_tuning_job(db, tuning_id)
+    if job is None:
+        raise _not_found(tuning_id)
+    return tuning_out(request, settings, job, tuning_jobs.trial_jobs(db, tuning_id), detail=True)
+
+
+@router.post(
+    "/{tuning_id}/cancel", response_model=TuningJobOut, summary="Cancel a tuning job", status_code=202
+)
+def cancel_tuning(
+    tuning_id: TuningId, request: Request, db: Db, settings: CurrentSettings, principal: Trainer
+) -> TuningJobOut:
+    """No more trials start; queued trials are cancelled, running ones stop at their next batch; no model
+    version is registered. 409 if the study already ended."""
+    outcome, job = tuning_jobs.request_cancel(db, tuning_id)
+    db.commit()
+    if outcome == tuning_jobs.CancelOutcome.NOT_FOUND or job is None:
+        raise _not_found(tuning_id)
+    if outcome == tuning_jobs.CancelOutcome.FINISHED:
+        raise Problem(
+            409,
+            f"tuning job {tuning_id} already ended ({job.status})",
+            type=TUNING_FINISHED,
+            title="Conflict",
+        )
+    log.info("tuning job %s cancelled by %s", tuning_id, principal.actor)
+    return tuning_out(request, settings, job, tuning_jobs.trial_jobs(db, tuning_id), detail=True)
+
+
+@router.get(
+    "/{tuning_id}/pictures/{name}",
+    name="get_tuning_picture",
+    summary="A study's picture (PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_tuning_picture(
+    tuning_id: TuningId,
+    name: Annotated[Literal["optimization_history.png", "param_importances.png"], Path()],
+    db: Db,
+    artifacts: Artifacts,
+    _principal: Trainer,
+) -> Response:
+    """Optuna's optimisation history or parameter importances, drawn when the study ended."""
+    job = tuning_jobs.get_tuning_job(db, tuning_id)
+    if job is None:
+        raise _not_found(tuning_id)
+    key = (job.pictures or {}).get(name)
+    if key is None:
+        raise Problem(
+            404,
+            f"tuning job {tuning_id} has no {name} (pictures are drawn when the study ends; importances need "
+            "two complete trials)",
+            type=TUNING_NOT_FOUND,
+            title="Not Found",
+        )
+    try:
+        data = artifacts.get_bytes(key)
+    except ArtifactNotFound as exc:
+        raise Problem(404, f"{name} of tuning job {tuning_id} is missing from the artifact store") from exc
+    return Response(content=data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

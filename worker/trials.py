@@ -1,0 +1,443 @@
+"""Tuning jobs on the workers: each trial is an ordinary training job that also talks to the study.
+
+How a trial job differs from other training jobs (worker/runner.py calls the hooks here):
+
+- **Start** (``begin``): the first worker to run it asks the study (Optuna's RDB storage, records/
+  tuning_storage.py) for a trial, stores the trial number and the sampled parameters on the job row, and
+  trains the base configuration with those parameters on top. A redelivered message (its worker died)
+  finds the number on the row and continues the *same* Optuna trial from the last stored epoch: a killed
+  trial is retried, not failed, because its finished epochs are stored like any job's and the study would
+  otherwise pay for them twice; a trial whose workers keep dying fails after BINWATCH_JOB_MAX_ATTEMPTS.
+- **Every epoch** (``report``): the objective's value goes to Optuna, and the pruner may stop the trial
+  (the job ends ``pruned``); a loss that is no longer finite prunes it at once (model/tuning/study.py).
+- **Success** (``complete``): the trial's best checkpoint goes to the artifact store under the study's
+  prefix and the value to Optuna (told first, then the job finished: a crash in between is redelivered,
+  re-evaluated, and finds the trial already told). No model version: only the study registers one.
+- **After every trial job ends** (``after_trial``, also on a redelivered message for an ended trial): the
+  study adds trial jobs up to its parallelism (records/tuning_jobs.py plan_trials); when none are left
+  to add or running, ``finish_study`` registers the best trial's checkpoint as the study's one model
+  version and applies the promotion policy, in the transaction that marks the study succeeded, so a
+  cancelled study never registers one and two finishers cannot register two.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy.exc import IntegrityError
+
+from model.checkpoint import sidecar_path
+from model.config import TrainConfig
+from model.metrics import Evaluation
+from model.training import EpochResult, TrainResult
+from model.tuning.objective import Objective
+from model.tuning.objective import objective as objective_named
+from model.tuning.pictures import draw
+from model.tuning.space import SearchSpace
+from model.tuning.study import best_trial, trial_config
+from records import jobs, model_versions, registry, tuning_jobs
+from records.job_queue import QueueUnavailable, enqueue_training, make_celery
+from records.job_spec import DatasetSpec
+from records.orm import ModelVersion, TrainingJob, TuningJob
+from records.tuning_storage import load_study
+from worker.promotion import Decision, decide
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from worker.runner import Resources
+
+log = logging.getLogger(__name__)
+
+
+def trial_prefix(tuning_id: str, number: int) -> str:
+    return f"tuning/{tuning_id}/trials/{number:04d}"
+
+
+def pictures_prefix(tuning_id: str) -> str:
+    return f"tuning/{tuning_id}/pictures"
+
+
+@dataclass
+class StudyTrial:
+    """One trial job's handle on its Optuna trial."""
+
+    res: Resources
+    tuning_id: str
+    job_id: str
+    study: optuna.Study
+    trial: optuna.Trial
+    objective: Objective
+    started: float
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def report(self, ep: EpochResult) -> None:
+        """After an epoch was stored: tell Optuna; raise optuna.TrialPruned when the trial should stop."""
+        import optuna
+
+        if not (math.isfinite(ep.train_loss) and math.isfinite(ep.val_loss)):
+            self._saving(ep)
+            raise optuna.TrialPruned(f"diverged in epoch {ep.epoch}: the loss is not finite")
+        value = self.objective.value(ep.summary())
+        self.trial.report(value, ep.epoch)
+        if ep.epoch < ep.epochs and self.trial.should_prune():
+            self._saving(ep)
+            raise optuna.TrialPruned(f"pruned after epoch {ep.epoch}: {self.objective.name} {value:.4f}")
+
+    def _saving(self, ep: EpochResult) -> None:
+        left = ep.epochs - ep.epoch
+        self.trial.set_user_attr("epochs_saved", left)
+        self.trial.set_user_attr("seconds_saved", round(left * float(ep.duration_s), 1))
+
+    def complete(self, result: TrainResult) -> float:
+        """Store the trial's best checkpoint and tell Optuna its value; returns the value."""
+        value = self.objective.value(result.evaluation.headline())
+        if not math.isfinite(value):
+            raise ValueError(f"trial {self.number} gave a non-finite {self.objective.name}: {value}")
+        prefix = trial_prefix(self.tuning_id, self.number)
+        self.res.artifacts.put_file(f"{prefix}/best.pt", result.best_path)
+        self.res.artifacts.put_file(f"{prefix}/best.json", sidecar_path(result.best_path))
+        attrs = {
+            "checkpoint": f"{prefix}/best.pt",
+            "job": self.job_id,
+            "duration_s": round(time.monotonic() - self.started, 1),
+            "figures": model_versions.finite_json(
+                {k: float(v) for k, v in result.evaluation.headline().items()}
+            ),
+            "temperature": result.temperature,
+        }
+        for key, val in attrs.items():
+            self.trial.set_user_attr(key, val)
+        tell(self.study, self.number, value=value)
+        return value
+
+
+def tell(study: optuna.Study, number: int, *, value: float | None = None, state: str | None = None) -> bool:
+    """Finish trial ``number`` unless it already is (a redelivered task); True if this call finished it."""
+    import optuna
+
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state.is_finished():
+        return False
+    if value is not None:
+        study.tell(number, value)
+    else:
+        study.tell(number, state=optuna.trial.TrialState[state or "FAIL"])
+    return True
+
+
+def _study_of(res: Resources, tuning: TuningJob) -> optuna.Study:
+    return load_study(res.settings.resolved_tuning_storage_url, tuning.study_name)
+
+
+def begin(res: Resources, job: TrainingJob) -> tuple[StudyTrial, dict[str, Any]]:
+    """The trial this job runs (asked now on its first run) and its full training configuration."""
+    import optuna
+
+    assert job.tuning_job_id is not None
+    with res.sessions() as session:
+        tuning = tuning_jobs.lock(session, job.tuning_job_id)
+        if tuning is None:
+            raise ValueError(f"tuning job {job.tuning_job_id} of this trial no longer exists")
+        params = dict(tuning.params)
+        study = _study_of(res, tuning)
+        row = session.get(TrainingJob, job.id, populate_existing=True)
+        assert row is not None
+        space = SearchSpace.from_dict(params["space"])
+        if row.trial_number is None:
+            trial = study.ask()
+            trial_params = space.suggest(trial)
+            trial.set_user_attr("job", job.id)
+            trial.set_user_attr("epochs_planned", int(params["config"]["epochs"]))
+        else:
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
+                study._study_id,
+                row.trial_number,  # noqa: SLF001
+            )
+            trial = optuna.Trial(study, trial_id)
+            trial_params = dict(study.get_trials(deepcopy=False)[row.trial_number].params)
+        trial.set_user_attr("host", job.host or "")
+        try:
+            cfg = trial_config(TrainConfig.model_validate(params["config"]), trial_params)
+        except ValueError as exc:
+            tuning_jobs.set_trial(session, job.id, trial.number, trial_params, dict(params["config"]))
+            session.commit()
+            trial.set_user_attr("error", f"settings refused: {exc}")
+            raise ValueError(f"trial {trial.number}: the settings refused {trial_params}: {exc}") from exc
+        config = cfg.model_dump(mode="json") | {"device": "auto"}
+        tuning_jobs.set_trial(session, job.id, trial.number, trial_params, config)
+        trial.set_user_attr("epochs_planned", cfg.epochs)
+        session.commit()
+    log.info(
+        "job %s runs trial %d of tuning job %s: %s", job.id, trial.number, job.tuning_job_id, trial_params
+    )
+    objective = objective_named(params["objective"])
+    return StudyTrial(res, job.tuning_job_id, job.id, study, trial, objective, time.monotonic()), config
+
+
+# ------------------------------------------------------------------------------------ after a trial ends
+
+_producers: dict[str, Any] = {}
+
+
+def _producer(res: Resources) -> Any:
+    url = res.settings.resolved_broker_url
+    if url not in _producers:
+        _producers[url] = make_celery(res.settings, producer=True)
+    return _producers[url]
+
+
+def after_trial(res: Resources, job_id: str) -> None:
+    """Bring the study up to date after trial job ``job_id`` ended: Optuna told, trials added, or finished.
+
+    Safe to call any number of times (a redelivered message calls it again).
+    """
+    with res.sessions() as session:
+        job = session.get(TrainingJob, job_id)
+        if job is None or job.tuning_job_id is None:
+            return
+        tuning_id, number, status, error = job.tuning_job_id, job.trial_number, job.status, job.error
+        tuning = tuning_jobs.get_tuning_job(session, tuning_id)
+        if tuning is None:
+            return
+        study_name = tuning.study_name
+    if number is not None and status in ("failed", "cancelled", "pruned"):
+        study = load_study(res.settings.resolved_tuning_storage_url, study_name)
+        if status != "pruned" and error and not _finished(study, number):
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
+                study._study_id,  # noqa: SLF001
+                number,
+            )
+            study._storage.set_trial_user_attr(trial_id, "error", error[:500])  # noqa: SLF001
+        tell(study, number, state="PRUNED" if status == "pruned" else "FAIL")
+    continue_study(res, tuning_id)
+
+
+def _finished(study: optuna.Study, number: int) -> bool:
+    return study.get_trials(deepcopy=False)[number].state.is_finished()
+
+
+def continue_study(res: Resources, tuning_id: str) -> None:
+    """Add trial jobs up to the study's parallelism, or finish it when nothing is left to run."""
+    with res.sessions() as session:
+        tuning = tuning_jobs.lock(session, tuning_id)
+        if tuning is None or tuning.status not in tuning_jobs.ACTIVE_STATUSES:
+            return
+        plan = tuning_jobs.plan_trials(session, tuning)
+        added = [tuning_jobs.add_trial_job(session, tuning) for _ in range(plan.add)]
+        queued = [(t.id, t.celery_task_id, (t.params or {}).get("time_limit_seconds")) for t in added]
+        session.commit()
+    for trial_job_id, task_id, soft in queued:
+        try:
+            enqueue_training(_producer(res), res.settings, trial_job_id, str(task_id), soft)
+        except QueueUnavailable as exc:
+            # Counted as a failed trial; the next trial to end adds another while budget is left.
+            with res.sessions() as session:
+                jobs.mark_not_queued(session, trial_job_id, f"not queued: {exc}")
+                session.commit()
+            log.error("tuning job %s: trial job %s could not be queued: %s", tuning_id, trial_job_id, exc)
+    if plan.add:
+        log.info(
+            "tuning job %s: %d trial job(s) added (%d of %d)",
+            tuning_id,
+            plan.add,
+            plan.created + plan.add,
+            tuning.trials,
+        )
+        return
+    if plan.active == 0 and plan.closed is not None:
+        finish_study(res, tuning_id)
+
+
+def finish_study(res: Resources, tuning_id: str) -> None:
+    """Draw the pictures, register the best trial's model and apply the promotion policy, once."""
+    import optuna
+
+    with res.sessions() as session:
+        tuning = tuning_jobs.get_tuning_job(session, tuning_id)
+        if tuning is None or tuning.status not in tuning_jobs.ACTIVE_STATUSES:
+            return
+        params = dict(tuning.params)
+        policy, study_name = tuning.promotion_policy, tuning.study_name
+        by_number = {t.trial_number: t.id for t in tuning_jobs.trial_jobs(session, tuning_id)}
+        dataset = dict(tuning.dataset)
+    study = load_study(res.settings.resolved_tuning_storage_url, study_name)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # Asked by a worker that died before it could record the trial on its job: it will never report.
+        tell(study, t.number, state="FAIL")
+    work = Path(tempfile.mkdtemp(prefix=f"tuning-{tuning_id[:8]}-", dir=_scratch(res)))
+    try:
+        pictures = _store_pictures(res, study, tuning_id, work)
+        best = best_trial(study)
+        if best is None:
+            counts = _state_counts(study)
+            with res.sessions() as session:
+                tuning_jobs.finish(
+                    session, tuning_id, "failed", pictures=pictures, error=f"no trial completed ({counts})"
+                )
+                session.commit()
+            log.error("tuning job %s failed: no trial completed (%s)", tuning_id, counts)
+            return
+        job_id = by_number.get(best.number) or str(best.user_attrs.get("job"))
+        path = work / "best.pt"
+        res.artifacts.download(str(best.user_attrs["checkpoint"]), path)
+        res.artifacts.download(
+            str(best.user_attrs["checkpoint"]).replace(".pt", ".json"), path.with_suffix(".json")
+        )
+        decision = _decide(res, policy, path, dataset, params)
+        meta = model_versions.read_checkpoint_metadata(path)
+        meta["metrics"] = model_versions.finite_json(
+            {
+                **dict(best.user_attrs.get("figures") or {}),
+                "temperature": best.user_attrs.get("temperature"),
+                "dataset": dataset.get("uri"),
+                "tuning_job": tuning_id,
+                "trial": best.number,
+                "params": dict(best.params),
+                "objective": params["objective"],
+                "value": best.value,
+            }
+        )
+        name = str(params.get("model_name") or f"tuning-{tuning_id[:8]}")
+        _register_and_finish(res, tuning_id, job_id, path, meta, name, decision, best.number, pictures)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _scratch(res: Resources) -> Path:
+    root = res.settings.resolved_job_work_dir
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _state_counts(study: optuna.Study) -> str:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+
+
+def _store_pictures(res: Resources, study: optuna.Study, tuning_id: str, work: Path) -> dict[str, str]:
+    try:
+        written, skipped = draw(study, work / "pictures")
+    except Exception:  # noqa: BLE001 - pictures are for people; the study's result does not depend on them
+        log.warning("tuning job %s: could not draw the pictures", tuning_id, exc_info=True)
+        return {}
+    keys = {}
+    for name, path in written.items():
+        key = f"{pictures_prefix(tuning_id)}/{name}"
+        res.artifacts.put_file(key, path)
+        keys[name] = key
+    for name, why in skipped.items():
+        log.info("tuning job %s: picture %s skipped: %s", tuning_id, name, why)
+    return keys
+
+
+def _decide(
+    res: Resources, policy: str, path: Path, dataset: dict[str, Any], params: dict[str, Any]
+) -> Decision:
+    """The promotion decision for the study's best checkpoint (if_better: both evaluated on the val split)."""
+    with res.sessions() as session:
+        active = registry.active_version(session)
+        active_ref = (active.id, active.artifact_key, active.sha256) if active else None
+    if policy != "if_better" or active_ref is None:
+        # These branches decide without evaluating anything (worker/promotion.py).
+        return decide(
+            policy,
+            cast(Evaluation, None),
+            "the study's validation split",
+            active_ref[0] if active_ref else None,
+            _unused_evaluation,
+        )
+    from model.evaluation import evaluate_checkpoint
+    from worker.runner import load_job_data
+
+    data = load_job_data(DatasetSpec.model_validate(dataset), res.settings)
+    batch = int(params["config"].get("batch_size", 32))
+
+    def evaluate(p: Path) -> Evaluation:
+        return evaluate_checkpoint(
+            p, data.source, data.val, device=res.settings.device, batch_size=batch, workers=0, progress=False
+        ).evaluation
+
+    def evaluate_active() -> Evaluation:
+        active_path = path.parent / "active.pt"
+        res.artifacts.download(active_ref[1], active_path)
+        return evaluate(active_path)
+
+    return decide(policy, evaluate(path), data.split, active_ref[0], evaluate_active)
+
+
+def _unused_evaluation() -> Evaluation:
+    raise AssertionError("decide() evaluates only under if_better with an active model")
+
+
+def _register_and_finish(
+    res: Resources,
+    tuning_id: str,
+    job_id: str,
+    path: Path,
+    meta: dict[str, Any],
+    name: str,
+    decision: Decision,
+    best_number: int,
+    pictures: dict[str, str],
+) -> None:
+    """One transaction: the version (found if it exists), the promotion, the study marked succeeded."""
+    for _attempt in range(3):
+        with res.sessions() as session:
+            try:
+                registry.lock_promotions(session)
+                tuning = tuning_jobs.lock(session, tuning_id)
+                if tuning is None or tuning.status not in tuning_jobs.ACTIVE_STATUSES:
+                    session.rollback()
+                    log.info(
+                        "tuning job %s ended meanwhile (%s): nothing registered",
+                        tuning_id,
+                        tuning.status if tuning else "deleted",
+                    )
+                    return
+                version = registry.version_for_job(session, job_id)
+                if version is None:
+                    version, _created = model_versions.register_checkpoint(
+                        session, res.artifacts, path, meta, name=name, source="job", training_job_id=job_id
+                    )
+                    if version.training_job_id is None:
+                        version.training_job_id = job_id
+                    session.flush()
+                mine = session.get(ModelVersion, version.id)
+                assert mine is not None
+                if decision.promote and not mine.is_active:
+                    registry.promote(session, mine, actor=f"tuning job {tuning_id}", reason=decision.reason)
+                tuning_jobs.finish(
+                    session,
+                    tuning_id,
+                    "succeeded",
+                    model_version_id=version.id,
+                    best_trial=best_number,
+                    promotion_decision=decision.reason,
+                    pictures=pictures,
+                )
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                continue
+        log.info(
+            "tuning job %s succeeded: trial %d registered as version %s; %s",
+            tuning_id,
+            best_number,
+            version.id,
+            decision.reason,
+        )
+        return
+    raise RuntimeError(f"tuning job {tuning_id}: could not register its best trial")
