@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from binwatch.cli import data, jobs, ml, models, service, tune
+from binwatch.cli import data, jobs, ml, models, service, tune, tuning
 
 app = typer.Typer(
     name="binwatch",
@@ -17,6 +17,7 @@ app.add_typer(data.app, name="data", help="Fetch and summarise ABID-layout datas
 ml.register(app)
 tune.register(app)  # `binwatch tune`
 jobs.register(app)  # `binwatch jobs …` and `binwatch worker`
+tuning.register(app)  # `binwatch tuning …`
 service.register(app)  # `binwatch serve`, `binwatch apikeys …`
 models.register(app)  # `binwatch models …`
 

