@@ -28,7 +28,11 @@ def test_reproduce_script_trains_the_default_recipe_and_evaluates(abid_root: Pat
     )
     res = subprocess.run(
         ["bash", "scripts/reproduce_accuracy.sh", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 

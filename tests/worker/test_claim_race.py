@@ -74,9 +74,7 @@ def test_racing_workers_claim_each_job_exactly_once(pg_url: str) -> None:
             assert job is not None and job.status == "running" and job.host == winner and job.attempts == 1
 
         # Every owner falls silent: the takeover race has one winner too, and counts one more attempt.
-        session.execute(
-            sa.update(TrainingJob).values(heartbeat_at=utcnow() - timedelta(seconds=STALE + 5))
-        )
+        session.execute(sa.update(TrainingJob).values(heartbeat_at=utcnow() - timedelta(seconds=STALE + 5)))
         session.commit()
     results = run_racers(pg_url, job_ids)
     with factory() as session:
