@@ -285,7 +285,8 @@ def _watch(api: Api, tuning_id: str, interval: float, as_json: bool) -> None:
     while True:
         job = api.request("GET", f"/v1/tuning-jobs/{tuning_id}")
         for t in job.get("trial_list") or []:
-            if seen.get(t["number"]) != t["state"]:
+            # WAITING: an enqueued point (the baseline, --point) that no worker has taken yet.
+            if t["state"] != "WAITING" and seen.get(t["number"]) != t["state"]:
                 seen[t["number"]] = t["state"]
                 if as_json:
                     sys.stdout.write(json.dumps(t) + "\n")
