@@ -29,8 +29,10 @@ MAX_EPOCHS = 1000
 class DatasetSpec(BaseModel):
     """An ABID-layout dataset and which of its bins to use (the options of ``binwatch train``)."""
 
+    # strict: a JSON value of the wrong type ("seed": false, "limit": "10") is refused, never coerced.
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"uri": "/data/abid", "limit": 2000, "seed": 0},
@@ -86,6 +88,7 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"recipe": "cpu-quick"},

@@ -196,7 +196,7 @@ class TrainingJobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?before= for the next page; null on the last page.")
 
 
-def _problem_docs(examples: dict[int, tuple[str, str]]) -> dict[int | str, dict[str, Any]]:
+def problem_docs(examples: dict[int, tuple[str, str]]) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status, (type_, detail) in examples.items():
         example = {"type": type_, "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
@@ -208,7 +208,7 @@ def _problem_docs(examples: dict[int, tuple[str, str]]) -> dict[int | str, dict[
     return out
 
 
-_AUTH_DOCS = {
+AUTH_DOCS = {
     401: (
         "urn:binwatch:problem:unauthenticated",
         "missing API key: send it as 'Authorization: Bearer <key>'",
@@ -337,9 +337,9 @@ def _invalid(detail: str, loc: list[str | int]) -> Problem:
     status_code=202,
     response_model=TrainingJobOut,
     summary="Submit a training job",
-    responses=_problem_docs(
+    responses=problem_docs(
         {
-            **_AUTH_DOCS,
+            **AUTH_DOCS,
             422: (
                 VALIDATION,
                 "hyperparameters.recipe: unknown recipe 'fast'; choose one of cpu-quick, gpu-full, smoke",
@@ -449,7 +449,7 @@ def submit_job(
     "",
     response_model=TrainingJobPage,
     summary="List training jobs",
-    responses=_problem_docs(dict(_AUTH_DOCS)),
+    responses=problem_docs(dict(AUTH_DOCS)),
 )
 def list_training_jobs(
     db: Db,
@@ -477,7 +477,7 @@ def list_training_jobs(
     name="get_training_job",
     response_model=TrainingJobOut,
     summary="Show a training job",
-    responses=_problem_docs({**_AUTH_DOCS, **_NOT_FOUND}),
+    responses=problem_docs({**AUTH_DOCS, **_NOT_FOUND}),
 )
 def get_training_job(
     job_id: JobId,
@@ -501,8 +501,8 @@ def get_training_job(
             "description": "Cancel requested: the running job stops at its next batch.",
             "model": TrainingJobOut,
         },
-        **_problem_docs(
-            {**_AUTH_DOCS, **_NOT_FOUND, 409: (JOB_FINISHED, "training job 3f2a… already ended (succeeded)")}
+        **problem_docs(
+            {**AUTH_DOCS, **_NOT_FOUND, 409: (JOB_FINISHED, "training job 3f2a… already ended (succeeded)")}
         ),
     },
 )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Principal, get_artifacts, get_db, get_settings, require_scope
 from api.problems import URN, VALIDATION, Problem
-from api.routes.training_jobs import QUEUE_UNAVAILABLE, celery_for
+from api.routes.training_jobs import AUTH_DOCS, QUEUE_UNAVAILABLE, celery_for, problem_docs
 from model.tuning.objective import OBJECTIVES, objective
 from model.tuning.space import SearchSpace, SpaceError
 from model.tuning.study import PRUNERS, summarise
@@ -58,6 +58,8 @@ ObjectiveName = Literal["accuracy", "rmse", "accuracy_0-5"]
 assert set(ObjectiveName.__args__) == set(OBJECTIVES)  # type: ignore[attr-defined]
 PICTURES = ("optimization_history.png", "param_importances.png")
 
+_NOT_FOUND = {404: (TUNING_NOT_FOUND, "no tuning job 3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b")}
+
 TuningId = Annotated[
     str,
     Path(
@@ -72,7 +74,8 @@ TuningId = Annotated[
 class SpaceParam(BaseModel):
     """One searched setting: a float or int range (``log``, ``step`` for ints) or a list of choices."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "log": 0 or "low": "1" is refused rather than coerced (the document says boolean, number).
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["float", "int", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -89,6 +92,7 @@ class SpaceParam(BaseModel):
 class TuningJobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -288,7 +292,23 @@ def tuning_out(
     )
 
 
-@router.post("", status_code=202, response_model=TuningJobOut, summary="Submit a tuning job")
+@router.post(
+    "",
+    status_code=202,
+    response_model=TuningJobOut,
+    summary="Submit a tuning job",
+    responses=problem_docs(
+        {
+            **AUTH_DOCS,
+            422: (VALIDATION, "lr: low 0.01 is greater than high 0.0001"),
+            503: (
+                QUEUE_UNAVAILABLE,
+                "the job queue at redis://redis:6379/0 is unreachable (Connection refused); the job was not "
+                "queued. Nothing will run; submit again once the queue is back.",
+            ),
+        }
+    ),
+)
 def submit_tuning_job(
     request: Request,
     response: Response,
@@ -427,7 +447,9 @@ def _create_study(
         study.enqueue_trial(dict(given), user_attrs={"given": True})
 
 
-@router.get("", response_model=TuningJobPage, summary="List tuning jobs")
+@router.get(
+    "", response_model=TuningJobPage, summary="List tuning jobs", responses=problem_docs(dict(AUTH_DOCS))
+)
 def list_tuning(
     request: Request,
     db: Db,
@@ -448,7 +470,13 @@ def list_tuning(
     )
 
 
-@router.get("/{tuning_id}", name="get_tuning_job", response_model=TuningJobOut, summary="Show a tuning job")
+@router.get(
+    "/{tuning_id}",
+    name="get_tuning_job",
+    response_model=TuningJobOut,
+    summary="Show a tuning job",
+    responses=problem_docs({**AUTH_DOCS, **_NOT_FOUND}),
+)
 def get_tuning(
     tuning_id: TuningId, request: Request, db: Db, settings: CurrentSettings, _principal: Trainer
 ) -> TuningJobOut:
@@ -461,7 +489,13 @@ def get_tuning(
 
 
 @router.post(
-    "/{tuning_id}/cancel", response_model=TuningJobOut, summary="Cancel a tuning job", status_code=202
+    "/{tuning_id}/cancel",
+    response_model=TuningJobOut,
+    summary="Cancel a tuning job",
+    status_code=202,
+    responses=problem_docs(
+        {**AUTH_DOCS, **_NOT_FOUND, 409: (TUNING_FINISHED, "tuning job 3f2a… already ended (succeeded)")}
+    ),
 )
 def cancel_tuning(
     tuning_id: TuningId, request: Request, db: Db, settings: CurrentSettings, principal: Trainer
@@ -488,7 +522,7 @@ def cancel_tuning(
     name="get_tuning_picture",
     summary="A study's picture (PNG)",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **problem_docs({**AUTH_DOCS, **_NOT_FOUND})},
 )
 def get_tuning_picture(
     tuning_id: TuningId,
