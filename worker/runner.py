@@ -28,52 +28,29 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from model.abid import BinRecord, DatasetError, Source, load_records, open_source
-from model.checkpoint import CheckpointError, read_sidecar, sha256_file, sidecar_path
+from model.abid import DatasetError
+from model.checkpoint import CheckpointError, sidecar_path
 from model.config import TrainConfig
-from model.metrics import Evaluation
-from model.subsets import SubsetSpec, select, split_records
 from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResult
-from records import jobs, model_versions, registry
+from records import jobs, model_versions
 from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
 from records.db import make_engine, make_session_factory, session_scope
-from records.job_spec import DatasetSpec, check_dataset_root, check_endpoint
-from records.orm import ModelVersion, TrainingJob
+from records.job_spec import DatasetSpec
+from records.orm import TrainingJob
 from settings import Settings
-from worker.promotion import Decision, decide
+from worker.heartbeat import Heartbeat
+from worker.job_data import JobData, load_job_data
+from worker.outcomes import LeaseLost, Outcome, StopReason
+from worker.registration import Registration
 
 if TYPE_CHECKING:  # pragma: no cover
     from worker.trials import StudyTrial
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"  # the job had already finished (a redelivered message), or does not exist
-    BUSY = "busy"  # another live worker runs it: give the message back to the queue
-    REQUEUE = "requeue"  # this worker is shutting down: the job goes back to the queue, resumable
-    LOST = "lost"  # another worker took the job over from us: leave it alone
-    PRUNED = "pruned"  # a tuning trial that its study's pruner stopped (worker/trials.py)
-
-
-class StopReason(StrEnum):
-    CANCEL = "cancel"
-    SHUTDOWN = "shutdown"
-    TIME_LIMIT = "time_limit"
-    LEASE_LOST = "lease_lost"
-
-
-class LeaseLost(RuntimeError):
-    """Another worker owns the job now (ours was presumed dead); stop without touching the job."""
 
 
 # ------------------------------------------------------------------------------------- process resources
@@ -115,79 +92,6 @@ def owner_token() -> str:
     return f"{socket.gethostname()} pid {os.getpid()} run {uuid.uuid4().hex[:8]}"
 
 
-# ----------------------------------------------------------------------------------------------- dataset
-
-
-@dataclass
-class JobData:
-    source: Source
-    train: list[BinRecord]
-    val: list[BinRecord]
-    split: str  # the validation split in words, for the promotion decision
-
-
-def load_job_data(spec: DatasetSpec, settings: Settings | None = None) -> JobData:
-    """The job's bins, split as ``binwatch train`` splits them; DatasetError/ValueError if unusable.
-
-    The deployment's limits are checked again here, before any connection is opened: the row may have
-    been stored before the operator narrowed them, or by something other than the API.
-    """
-    settings = settings or Settings()
-    try:
-        check_endpoint(spec.endpoint_url, settings.dataset_endpoint_allowlist)
-        check_dataset_root(spec.uri, settings.dataset_roots)
-    except ValueError as exc:
-        raise DatasetError(f"refused: {exc}") from exc
-    # No endpoint of its own: the deployment's S3 endpoint (if any) serves s3:// datasets as well.
-    source = open_source(spec.uri, endpoint_url=spec.endpoint_url or settings.s3_endpoint_url)
-    source.probe()
-    records = load_records(source)
-    if spec.ids is not None:
-        wanted = set(spec.ids)
-        records = [r for r in records if r.id in wanted]
-    records = select(
-        records, SubsetSpec(spec.min_count, spec.max_count, None, None, None, spec.limit, spec.seed)
-    )
-    if not records:
-        raise DatasetError(f"no bins in {spec.uri} match the subset options")
-    train, val = split_records(records, spec.val_fraction, spec.seed)
-    if not train or not val:
-        raise DatasetError(
-            f"{len(records)} bins selected from {spec.uri}: too few for a training and a validation split"
-        )
-    manifest_split = bool(val) and all(r.split == "val" for r in val)
-    where = "its manifest's val split" if manifest_split else f"a stratified {spec.val_fraction:.0%} split"
-    return JobData(source, train, val, f"this job's validation split ({len(val)} bins, {where})")
-
-
-# ------------------------------------------------------------------------------------------- heartbeats
-
-
-class Heartbeat(threading.Thread):
-    """Keeps ``heartbeat_at`` fresh while the job runs, including through phases with no training hook
-    (decoding the dataset, calibration, evaluation), and notices when the job was taken over."""
-
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, owner: str, every_s: float) -> None:
-        super().__init__(name=f"heartbeat-{job_id[:8]}", daemon=True)
-        self.sessions, self.job_id, self.owner, self.every_s = sessions, job_id, owner, every_s
-        self.stopped = threading.Event()
-        self.lost = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every_s):
-            try:
-                with self.sessions() as session:
-                    if not jobs.heartbeat(session, self.job_id, self.owner):
-                        self.lost.set()
-                        return
-            except Exception:  # noqa: BLE001 - a database blip must not kill the job; the next beat retries
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=10)
-
-
 # ------------------------------------------------------------------------------------------ the job run
 
 
@@ -195,7 +99,7 @@ def _num(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-class JobRun:
+class JobRun(Registration):
     def __init__(
         self,
         job_id: str,
@@ -522,140 +426,6 @@ class JobRun:
                 self.artifacts.delete(key)
         except Exception:  # noqa: BLE001 - leftover files cost storage, not correctness
             log.warning("could not delete %s", prefix, exc_info=True)
-
-    # -- success
-    def _evaluate_version(
-        self, artifact_key: str, sha256: str, data: JobData, cfg: TrainConfig
-    ) -> Evaluation:
-        from model.evaluation import evaluate_checkpoint
-
-        path = self.work_dir / "active" / "model.pt"
-        self.artifacts.download(artifact_key, path)
-        digest = sha256_file(path)
-        if digest != sha256:
-            raise CheckpointError(
-                f"{artifact_key} has sha256 {digest[:12]}…, the registry says {sha256[:12]}…"
-            )
-        # workers=0: this process has initialised CUDA by now, and must not fork.
-        return evaluate_checkpoint(
-            path,
-            data.source,
-            data.val,
-            device=self.settings.device,
-            batch_size=cfg.batch_size,
-            workers=0,
-            progress=False,
-        ).evaluation
-
-    def _register(self, job: TrainingJob, data: JobData, result: TrainResult) -> ModelVersion:
-        """The job's one model version: found if an earlier delivery registered it, else uploaded and added.
-
-        Its own transaction, before the promotion: a crash between the two leaves a registered version
-        and a running job, and the redelivered task (which resumes after the last epoch, so it only
-        re-evaluates) finds the version by its unique training_job_id instead of adding a second one.
-        """
-        evaluation = result.evaluation
-        meta = read_sidecar(result.best_path) or {}
-        meta["metrics"] = model_versions.finite_json(
-            {
-                **evaluation.to_dict(),
-                "temperature": result.temperature,
-                "evaluated_on": data.split,
-                "dataset": job.dataset.get("uri"),
-                "train_bins": len(data.train),
-                "history": result.history,
-                "resumed_after_epoch": result.resumed_from_epoch,
-            }
-        )
-        name = str(job.params.get("model_name") or f"job-{self.job_id[:8]}")
-        with self.session() as session:
-            existing = registry.version_for_job(session, self.job_id)
-            if existing is not None:
-                return existing
-            try:
-                version, _created = model_versions.register_checkpoint(
-                    session,
-                    self.artifacts,
-                    result.best_path,
-                    meta,
-                    name=name,
-                    source="job",
-                    training_job_id=self.job_id,
-                    plots=result.plots,
-                )
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                existing = registry.version_for_job(session, self.job_id)
-                if existing is None:
-                    raise
-                return existing
-            return version
-
-    def _succeed(self, job: TrainingJob, cfg: TrainConfig, data: JobData, result: TrainResult) -> Outcome:
-        if self.trial is not None:
-            return self._trial_succeeded(result)
-        version = self._register(job, data, result)
-        for _attempt in range(3):
-            with self.session() as session:
-                active = registry.active_version(session)
-                active_id = active.id if active else None
-                active_ref = (active.artifact_key, active.sha256) if active else None
-                session.commit()
-
-            def evaluate_active(ref: tuple[str, str] | None = active_ref) -> Evaluation:
-                assert ref is not None  # decide() only calls this when a version is active
-                return self._evaluate_version(ref[0], ref[1], data, cfg)
-
-            if active_id == version.id:  # an earlier delivery promoted it and died before finishing
-                decision = Decision(True, job.promotion_decision or "promoted by an earlier attempt")
-            else:
-                decision = decide(
-                    job.promotion_policy, result.evaluation, data.split, active_id, evaluate_active
-                )
-            with self.session() as session:
-                registry.lock_promotions(session)
-                now_active = registry.active_version(session)
-                if (now_active.id if now_active else None) != active_id:
-                    session.rollback()  # someone promoted meanwhile: decide again against the new one
-                    continue
-                mine = session.get(ModelVersion, version.id)
-                assert mine is not None
-                if decision.promote and not mine.is_active:
-                    registry.promote(
-                        session, mine, actor=f"training job {self.job_id}", reason=decision.reason
-                    )
-                ours = jobs.finish_job(
-                    session,
-                    self.job_id,
-                    self.owner,
-                    "succeeded",
-                    promotion_decision=decision.reason,
-                    model_version_id=version.id,
-                    commit=False,
-                )
-                if not ours:
-                    session.rollback()
-                    raise LeaseLost(self.job_id)
-                session.commit()
-            log.info("job %s succeeded: model version %s; %s", self.job_id, version.id, decision.reason)
-            self._delete_prefix(f"jobs/{self.job_id}/epochs/")
-            return Outcome.SUCCEEDED
-        raise RuntimeError("could not apply the promotion policy: the active version kept changing")
-
-    def _trial_succeeded(self, result: TrainResult) -> Outcome:
-        assert self.trial is not None
-        value = self.trial.complete(result)
-        note = (
-            f"trial {self.trial.number}: {self.trial.objective.name} {value:.4f}; the tuning job registers "
-            "its best trial"
-        )
-        with self.session() as session:
-            if not jobs.finish_job(session, self.job_id, self.owner, "succeeded", promotion_decision=note):
-                raise LeaseLost(self.job_id)
-        log.info("job %s succeeded: %s", self.job_id, note)
-        self._delete_prefix(f"jobs/{self.job_id}/epochs/")
-        return Outcome.SUCCEEDED
 
 
 def fail_abandoned(sessions: sessionmaker[Session], job_id: str, error: str) -> bool:
