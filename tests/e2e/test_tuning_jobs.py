@@ -31,11 +31,14 @@ PHOTO = ABID / "bin-images" / "00011.jpg"
 @pytest.fixture(scope="module")
 def second_worker(deployment: Deployment) -> Iterator[list[WorkerProcess]]:
     """The deployment's worker plus a second one: two hosts' worth of trial runners."""
-    workers = [deployment.worker, start_worker(deployment.env, deployment.tmp / "logs", name="worker2")]
+    original = deployment.worker  # stopped by the deployment fixture
+    workers = [original, start_worker(deployment.env, deployment.tmp / "logs", name="worker2")]
     workers[1].wait_ready()
     yield workers
-    for w in workers[1:]:
-        w.stop(timeout=15)
+    # Tests replace a killed worker in this list: stop whatever is in it now.
+    for w in workers:
+        if w is not original:
+            w.stop(timeout=15)
 
 
 def client(dep: Deployment) -> httpx.Client:
@@ -212,8 +215,6 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_finishes_with_one_ve
         worker.kill(signal.SIGKILL)
         index = second_worker.index(worker)
         second_worker[index] = start_worker(deployment.env, deployment.tmp / "logs", name=f"worker-r{index}")
-        if index == 0:
-            deployment.worker = second_worker[0]
         second_worker[index].wait_ready()
         done = wait_tuning(http, job["id"])
         assert done["status"] == "succeeded", (done, deployment.logs())
