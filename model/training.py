@@ -19,13 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from model.abid import BinRecord, Source
 from model.checkpoint import CheckpointError, load_payload, save_checkpoint
 from model.config import TrainConfig
 from model.data import BinImages, CachedImages
+from model.distributed import Group, device_for, join
 from model.losses import CountingLoss
 from model.metrics import Evaluation, evaluate_predictions
 from model.network import build_network
@@ -237,7 +240,10 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out / "best.pt", out / "last.pt"
-    device = resolve_device(cfg.device)
+    device = device_for(cfg.device)
+    group = join(device)  # a group of one outside torchrun (model/distributed.py)
+    batch_size = group.per_process_batch(cfg.batch_size)
+    progress = progress and group.is_main
     classes, pre = cfg.count_classes(), cfg.preprocessing()
     augment = cfg.augmentation()
 
@@ -261,9 +267,14 @@ def train(
             net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
         )
 
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    per_process = math.ceil(len(train_ds) / group.world_size)  # the sampler pads to this
+    steps_per_epoch = math.ceil(per_process / batch_size)
     if cfg.max_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
+    trainee: nn.Module = net
+    if group.active:
+        # Gradients are averaged across processes in backward; ``net`` (unwrapped) is what gets saved.
+        trainee = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     opt = build_optimizer(net, cfg)
     sched = build_schedule(opt, cfg, steps_per_epoch)
     loss_fn = CountingLoss(
@@ -275,8 +286,17 @@ def train(
     history: list[dict[str, float]] = []
     start_epoch, best_score, stale = 0, -math.inf, 0
     config_json = cfg.model_dump(mode="json")
-    if resume and last_path.is_file():
-        state = _load_training_state(last_path, config_json)
+    state = None
+    if group.is_main and resume and last_path.is_file():
+        try:
+            state = _load_training_state(last_path, config_json)
+        except CheckpointError as exc:
+            state = exc
+    if group.active:
+        state = group.broadcast(state)  # only rank 0 needs the output folder
+    if isinstance(state, CheckpointError):
+        raise state
+    if state is not None:
         net.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -321,14 +341,21 @@ def train(
         # Dropout draws from the default generator: reseeding per epoch keeps a resumed run identical.
         torch.manual_seed(cfg.seed * 1000 + epoch)
         # Per-epoch generator: a resumed run draws the same batches and augmentations as an unbroken one.
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 7919 * group.rank)
+        sampler = None
+        if group.active:
+            sampler = DistributedSampler(
+                train_ds, num_replicas=group.world_size, rank=group.rank, shuffle=True, seed=cfg.seed
+            )
+            sampler.set_epoch(epoch)
         loader = DataLoader(
             train_ds,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=gen,
+            batch_size=batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=gen if sampler is None else None,
             num_workers=0 if isinstance(train_ds, CachedImages) else cfg.num_workers,
-            drop_last=len(train_ds) > cfg.batch_size,
+            drop_last=per_process > batch_size,
         )
         running, seen = 0.0, 0
         bar = tqdm(
@@ -337,14 +364,14 @@ def train(
         for step, (images, targets, _counts) in enumerate(loader):
             if step >= steps_per_epoch:
                 break
-            if hooks.should_stop and step % hooks.stop_check_every == 0 and hooks.should_stop():
+            if hooks.should_stop and step % hooks.stop_check_every == 0 and _agreed(group, hooks.should_stop):
                 bar.close()
                 raise TrainingCancelled(f"stopped during epoch {epoch + 1}")
             x = _to_input(images, pre, device, cfg.channels_last)
             x = _normalise(augment(x, gen), pre, cfg.channels_last)
             y = targets.to(device)
             with _autocast(device, cfg.amp):
-                loss = loss_fn(net(x).float(), y)
+                loss = loss_fn(trainee(x).float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -357,8 +384,14 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{running / seen:.3f}")
         bar.close()
-        if hooks.should_stop and hooks.should_stop():
+        if hooks.should_stop and _agreed(group, hooks.should_stop):
             raise TrainingCancelled(f"stopped at the end of epoch {epoch + 1}")
+        if group.active:
+            running, seen = group.sum(running, seen)
+            if not group.is_main:
+                # Rank 0 evaluates and writes; the others learn whether early stopping ends the run.
+                stale = group.broadcast(None)
+                continue
 
         eval_net = ema.module if ema is not None else net
         if ema is not None:
@@ -404,6 +437,8 @@ def train(
         if ema is not None:
             extra["ema"] = ema.state_dict()
         save_checkpoint(last_path, net.state_dict(), metadata(epoch + 1, evaluation, 1.0), extra)
+        if group.active:
+            group.broadcast(stale)
         if hooks.on_epoch_end:
             hooks.on_epoch_end(
                 EpochResult(
@@ -420,7 +455,18 @@ def train(
                 )
             )
 
-    return finalise(cfg, best_path, last_path, val_ds, calib_ds, device, history, resumed_from, started)
+    result = None
+    if group.is_main:
+        result = finalise(cfg, best_path, last_path, val_ds, calib_ds, device, history, resumed_from, started)
+    if group.active:
+        result = group.broadcast(result)
+    assert result is not None
+    return result
+
+
+def _agreed(group: Group, should_stop: Callable[[], bool]) -> bool:
+    """Rank 0's answer on every process, so that all of them stop at the same step."""
+    return bool(group.broadcast(should_stop() if group.is_main else None)) if group.active else should_stop()
 
 
 def _load_training_state(path: Path, config_json: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from binwatch.cli.helptext import command
+from binwatch.cli.launch import MaxRestarts, Nnodes, NodeRank, NprocPerNode, RdzvEndpoint, RdzvId, launch
 from binwatch.cli.options import (
     Arch,
     BatchSize,
@@ -135,16 +136,35 @@ def train(
     file_list: FileList = None,
     limit: Limit = None,
     seed: Seed = 0,
+    nproc_per_node: NprocPerNode = None,
+    nnodes: Nnodes = "1",
+    node_rank: NodeRank = None,
+    rdzv_endpoint: RdzvEndpoint = None,
+    rdzv_id: RdzvId = "binwatch",
+    max_restarts: MaxRestarts = 0,
 ) -> None:
     """Train a counting model on ABID-layout data and write best.pt/last.pt, metrics and plots.
 
     Uses the dataset's manifest.csv train/val split when there is one, else a stratified split.
-    Re-running with the same --out resumes after the last finished epoch.
+    Re-running with the same --out resumes after the last finished epoch. --nproc-per-node N trains in N
+    processes (torchrun, DDP; --batch-size stays the effective batch, split between them).
 
     Example: binwatch train ../shared/abid --recipe cpu-quick --out runs/quick
     """
+    from model.distributed import launched
     from model.recipes import recipe_config
     from model.training import train as run_training
+
+    if nproc_per_node is not None and not launched():
+        where = out or DEFAULT_RUNS / f"{recipe or 'train'}-{datetime.now():%Y%m%d-%H%M%S}"
+        console.print(f"launching {nproc_per_node} process(es) per host with torchrun -> {where}")
+        raise typer.Exit(
+            launch(
+                sys.argv[2:], where, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id, max_restarts
+            )
+        )
+    main = not launched() or os.environ.get("RANK") == "0"
+    say = console if main else Console(quiet=True)
 
     try:
         options = dict(
@@ -172,14 +192,22 @@ def train(
     source, records = read_dataset(data, endpoint_url, spec)
     train_recs, val_recs = split_records(records, val_fraction, seed)
     out = out or DEFAULT_RUNS / f"{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
-    console.print(
+    say.print(
         f"training [bold]{cfg.architecture}[/] ({cfg.recipe}) on {len(train_recs)} bins, validating on "
         f"{len(val_recs)}; {cfg.epochs} epochs at {cfg.image_size}px -> {out}"
     )
+    if launched():
+        world = int(os.environ["WORLD_SIZE"])
+        say.print(
+            f"distributed: {world} processes; effective batch {cfg.batch_size} = {world} x "
+            f"{cfg.batch_size // world} per process, learning rate {cfg.lr:g} as for one process (the "
+            f"effective batch is unchanged); each epoch's bins are shared out, padded by at most {world - 1} "
+            "repeats; rank 0 evaluates and writes"
+        )
 
     def report(ep) -> None:  # noqa: ANN001 - EpochResult, imported lazily above
         s = ep.summary()
-        console.print(
+        say.print(
             f"epoch {ep.epoch}/{ep.epochs}: train loss {s['train_loss']:.3f}, val loss {s['val_loss']:.3f}, "
             f"val acc {s['accuracy']:.1%}, RMSE {s['rmse']:.3f}"
             + (f", 0-5 acc {s['accuracy_0-5']:.1%}" if "accuracy_0-5" in s else "")
@@ -194,6 +222,8 @@ def train(
         )
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
+    if not main:
+        return
     latest = DEFAULT_RUNS / "latest"
     if out.resolve().parent == DEFAULT_RUNS.resolve():
         if latest.is_symlink() or latest.exists():

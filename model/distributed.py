@@ -1,0 +1,114 @@
+"""Data-parallel training across processes and hosts with torch's own engine (``torch.distributed`` DDP,
+launched by ``torch.distributed.run``, i.e. torchrun): gloo on the CPU, NCCL on GPUs.
+
+The rules ``model.training.train`` follows when it runs in such a group (torchrun sets ``WORLD_SIZE``,
+``RANK`` and ``LOCAL_RANK`` in every process it starts):
+
+- **Batch size and learning rate.** ``batch_size`` is the *effective* (global) batch: each of the N
+  processes takes ``batch_size / N`` photos per step (it must divide), and DDP averages their gradients, so
+  one step sees the same number of photos as a single-process step and the learning rate and schedule
+  stay as they are. A run on N processes is the same optimisation problem as on one, not a larger batch.
+- **Sampling.** A ``DistributedSampler`` (shuffled with the run's seed, reshuffled every epoch) gives each
+  process a disjoint share of the training bins; it **pads** by repeating a few bins so every process has
+  the same number (at most N - 1 repeats per epoch), which keeps the processes in step.
+- **Rank 0 writes**: checkpoints, metrics, plots and the progress bar. It also evaluates, on the whole
+  validation split, in one process, so the figures are exactly those of a single-process evaluation of
+  the same checkpoint. The other processes wait at a barrier.
+- **Resume**: rank 0 reads ``last.pt`` and sends its state (weights, optimiser, schedule, history) to the
+  others, so only rank 0 needs the output folder (on several hosts it need not be shared).
+- **Stopping** (cancel, time limit, early stopping) is decided by rank 0 and broadcast, so all processes
+  stop at the same step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the group (a one-process run is a group of one)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1 or self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def per_process_batch(self, batch_size: int) -> int:
+        if batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is the effective batch over {self.world_size} processes and must be"
+                f" a multiple of it (each process takes batch_size / {self.world_size}); use e.g. "
+                f"{(batch_size // self.world_size or 1) * self.world_size}"
+            )
+        return batch_size // self.world_size
+
+    def barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every process (any picklable object)."""
+        if not dist.is_initialized():
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, *values: float) -> list[float]:
+        """Each value summed over all processes."""
+        if not dist.is_initialized():
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return [float(v) for v in t.cpu()]
+
+
+def launched() -> bool:
+    """True inside a process that torchrun started (``WORLD_SIZE`` set)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def join(device: torch.device) -> Group:
+    """Join the process group torchrun set up (NCCL on a CUDA device, gloo on the CPU); a group of one
+    outside torchrun. Idempotent."""
+    if not launched():
+        return Group()
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return Group(world, rank, local, backend)
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(name: str) -> torch.device:
+    """The device this process trains on: its own GPU (``cuda:LOCAL_RANK``) under torchrun on a GPU host."""
+    from model.training import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda" and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
