@@ -319,7 +319,7 @@ def _not_found(job_id: str) -> Problem:
     return Problem(404, f"no training job {job_id}", type=JOB_NOT_FOUND, title="Not Found")
 
 
-def _invalid(detail: str, loc: list[str | int]) -> Problem:
+def invalid(detail: str, loc: list[str | int]) -> Problem:
     return Problem(
         422,
         detail,
@@ -377,18 +377,18 @@ def submit_job(
     try:
         check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
+        raise invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
     try:
         check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "dataset", "uri"]) from exc
+        raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
     hp = body.hyperparameters
     try:
         config = resolve_config(hp)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "hyperparameters"]) from exc
+        raise invalid(str(exc), ["body", "hyperparameters"]) from exc
     if hp.time_limit_seconds is not None and hp.time_limit_seconds > settings.job_time_limit_seconds:
-        raise _invalid(
+        raise invalid(
             f"time_limit_seconds {hp.time_limit_seconds} is above this deployment's limit of "
             f"{settings.job_time_limit_seconds} s (BINWATCH_JOB_TIME_LIMIT_SECONDS)",
             ["body", "hyperparameters", "time_limit_seconds"],
@@ -465,7 +465,7 @@ def list_training_jobs(
     try:
         page = job_records.list_jobs(db, status=status, before=before, limit=limit)
     except LookupError as exc:
-        raise _invalid(str(exc), ["query", "before"]) from exc
+        raise invalid(str(exc), ["query", "before"]) from exc
     latest = job_records.latest_epochs(db, [j.id for j in page.items])
     return TrainingJobPage(
         items=[job_out(j, latest=latest.get(j.id)) for j in page.items], next_cursor=page.next_cursor

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Principal, get_artifacts, get_db, get_settings, require_scope
 from api.problems import URN, VALIDATION, Problem
-from api.routes.training_jobs import AUTH_DOCS, QUEUE_UNAVAILABLE, celery_for, problem_docs
+from api.routes.training_jobs import AUTH_DOCS, QUEUE_UNAVAILABLE, celery_for, invalid, problem_docs
 from model.tuning.objective import OBJECTIVES, objective
 from model.tuning.space import SearchSpace, SpaceError
 from model.tuning.study import PRUNERS, summarise
@@ -211,16 +211,6 @@ def _not_found(tuning_id: str) -> Problem:
     return Problem(404, f"no tuning job {tuning_id}", type=TUNING_NOT_FOUND, title="Not Found")
 
 
-def _invalid(detail: str, loc: list[str | int]) -> Problem:
-    return Problem(
-        422,
-        detail,
-        type=VALIDATION,
-        title="Invalid request",
-        errors=[{"loc": loc, "msg": detail, "type": "value_error"}],
-    )
-
-
 def _trials(settings: Settings, job: TuningJob, rows: list[TrainingJob]) -> list[TrialOut]:
     try:
         study = load_study(settings.resolved_tuning_storage_url, job.study_name)
@@ -323,13 +313,13 @@ def submit_tuning_job(
     try:
         check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
+        raise invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
     try:
         check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "dataset", "uri"]) from exc
+        raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
     if body.trials > settings.tuning_max_trials:
-        raise _invalid(
+        raise invalid(
             f"trials {body.trials} is above this deployment's limit of {settings.tuning_max_trials} "
             "(BINWATCH_TUNING_MAX_TRIALS)",
             ["body", "trials"],
@@ -337,14 +327,14 @@ def submit_tuning_job(
     try:
         space = SearchSpace.from_dict({name: p.as_space_dict() for name, p in body.space.items()})
     except SpaceError as exc:
-        raise _invalid(str(exc), ["body", "space", exc.field]) from exc
+        raise invalid(str(exc), ["body", "space", exc.field]) from exc
     hp = body.hyperparameters
     try:
         config = resolve_config(hp)
     except ValueError as exc:
-        raise _invalid(str(exc), ["body", "hyperparameters"]) from exc
+        raise invalid(str(exc), ["body", "hyperparameters"]) from exc
     if hp.time_limit_seconds is not None and hp.time_limit_seconds > settings.job_time_limit_seconds:
-        raise _invalid(
+        raise invalid(
             f"time_limit_seconds {hp.time_limit_seconds} is above this deployment's limit of "
             f"{settings.job_time_limit_seconds} s (BINWATCH_JOB_TIME_LIMIT_SECONDS)",
             ["body", "hyperparameters", "time_limit_seconds"],
@@ -360,10 +350,10 @@ def submit_tuning_job(
                 if extra
                 else "lies outside the space"
             )
-            raise _invalid(f"points[{i}] {why}", ["body", "points", i])
+            raise invalid(f"points[{i}] {why}", ["body", "points", i])
     goal = objective(body.objective)
     if goal.name == "accuracy_0-5" and config.get("classes") == "udacity":
-        raise _invalid(
+        raise invalid(
             "objective accuracy_0-5 needs the overflow classes (udacity classes have no 0)",
             ["body", "objective"],
         )
@@ -463,7 +453,7 @@ def list_tuning(
     try:
         page = tuning_jobs.list_tuning_jobs(db, status=status, before=before, limit=limit)
     except LookupError as exc:
-        raise _invalid(str(exc), ["query", "before"]) from exc
+        raise invalid(str(exc), ["query", "before"]) from exc
     return TuningJobPage(
         items=[tuning_out(request, settings, j, tuning_jobs.trial_jobs(db, j.id), False) for j in page.items],
         next_cursor=page.next_cursor,
