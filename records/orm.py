@@ -266,6 +266,8 @@ class TrainingJob(Base):
         sa.ForeignKey("tuning_jobs.id", ondelete="CASCADE"), index=True
     )
     trial_number: Mapped[int | None]
+    # What the job's runs used and cost: one entry per worker run (records/costs.py).
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSONColumn)
 
     # post_update: a job and its version can be inserted in one flush although each points at the other;
     # this side's UPDATE runs after both rows exist.

@@ -192,6 +192,20 @@ class Settings(BaseSettings):
     job_work_dir: Path | None = Field(
         default=None, description="Scratch folder for running jobs' checkpoints. Default: <home>/jobs."
     )
+    instance_type: str | None = Field(
+        default=None,
+        description="This worker host's instance type (e.g. g5.xlarge), recorded on every job it runs and "
+        "priced with BINWATCH_INSTANCE_PRICES (docs/cost.md).",
+    )
+    capacity: Literal["on-demand", "spot"] = Field(
+        default="on-demand",
+        description="How this worker host is bought: on-demand or spot (which price applies).",
+    )
+    instance_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Hourly prices in USD by instance type, JSON: "
+        '{"g5.xlarge": {"on-demand": 1.006, "spot": 0.42}}. Jobs on a type not listed get no estimate.',
+    )
     tuning_storage_url: str | None = Field(
         default=None,
         description="Optuna storage of tuning jobs' studies. Default: the database's own optuna schema "

@@ -46,6 +46,7 @@ from worker.heartbeat import Heartbeat
 from worker.job_data import JobData, load_job_data
 from worker.outcomes import LeaseLost, Outcome, StopReason
 from worker.registration import Registration
+from worker.usage import UsageRecording
 
 if TYPE_CHECKING:  # pragma: no cover
     from worker.trials import StudyTrial
@@ -99,7 +100,7 @@ def _num(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-class JobRun(Registration):
+class JobRun(Registration, UsageRecording):
     def __init__(
         self,
         job_id: str,
@@ -125,6 +126,8 @@ class JobRun(Registration):
         self._current_epoch = 0
         self.tuning_job_id: str | None = None
         self.trial: StudyTrial | None = None
+        self.phases: dict[str, float] = {}
+        self._lap_at = time.monotonic()
 
     # -- keys in the artifact store
     def epoch_prefix(self, epoch: int) -> str:
@@ -182,12 +185,17 @@ class JobRun(Registration):
             self.res.sessions, self.job_id, self.owner, self.settings.job_heartbeat_seconds
         )
         self.heartbeat.start()
+        outcome = Outcome.FAILED
         try:
-            return self._run_claimed(job)
+            outcome = self._run_claimed(job)
+            return outcome
         finally:
             self.heartbeat.stop()
+            if outcome != Outcome.LOST:
+                self._record_usage(outcome)
 
     def _run_claimed(self, job: TrainingJob) -> Outcome:
+        self._lap_at = time.monotonic()
         self.soft_limit_s = int(job.params.get("time_limit_seconds") or self.settings.job_time_limit_seconds)
         self._deadline = time.monotonic() + self.soft_limit_s
         try:
@@ -207,8 +215,12 @@ class JobRun(Registration):
             data = load_job_data(spec, self.settings)
             self._check_not_stopped_before_training()
             self.start_epoch = self._restore_checkpoints(job)
+            self._lap("load")
             result = self._train(cfg, data)
-            return self._succeed(job, cfg, data, result)
+            self._lap("train")
+            outcome = self._succeed(job, cfg, data, result)
+            self._lap("finish")
+            return outcome
         except TrainingCancelled as exc:
             return self._stopped(str(exc))
         except LeaseLost:

@@ -6,6 +6,7 @@ Create Date: 2026-11-27 04:00:00
 
 - ``tuning_jobs``: a study run as training jobs on the workers.
 - ``training_jobs.tuning_job_id`` / ``trial_number``: which study a training job is a trial of.
+- ``training_jobs.usage``: where each run of the job ran, its phases' wall time and estimated cost.
 - ``training_jobs.status`` may be ``pruned`` (a trial the study's pruner stopped early).
 - On Postgres, the ``optuna`` schema: Optuna keeps its study tables (and an ``alembic_version`` table of
   its own, which would collide with ours) there, in the same database (records/tuning_storage.py).
@@ -67,6 +68,7 @@ def upgrade() -> None:
     with op.batch_alter_table("training_jobs") as batch:
         batch.add_column(sa.Column("tuning_job_id", sa.String(length=36), nullable=True))
         batch.add_column(sa.Column("trial_number", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("usage", sa.JSON(none_as_null=True), nullable=True))
         batch.create_index(batch.f("ix_training_jobs_tuning_job_id"), ["tuning_job_id"], unique=False)
         batch.create_foreign_key(
             batch.f("fk_training_jobs_tuning_job_id_tuning_jobs"),
@@ -90,6 +92,7 @@ def downgrade() -> None:
         batch.create_check_constraint(batch.f("ck_training_jobs_status"), sa.text(OLD_STATUSES))
         batch.drop_constraint(batch.f("fk_training_jobs_tuning_job_id_tuning_jobs"), type_="foreignkey")
         batch.drop_index(batch.f("ix_training_jobs_tuning_job_id"))
+        batch.drop_column("usage")
         batch.drop_column("trial_number")
         batch.drop_column("tuning_job_id")
     op.drop_index("ix_tuning_jobs_status_created_at", table_name="tuning_jobs")

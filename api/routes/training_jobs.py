@@ -178,6 +178,12 @@ class TrainingJobOut(BaseModel):
     model_version_id: int | None = Field(description="The model version the job registered.")
     tuning_job_id: str | None = Field(default=None, description="The tuning job this job is a trial of.")
     trial_number: int | None = Field(default=None, description="Its trial's number in the study.")
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        description="Where each run of the job ran (host, instance_type, capacity, device, processes), its "
+        "phases' wall time (load, train, finish), and the estimated cost from BINWATCH_INSTANCE_PRICES "
+        "(cost_usd; null when a run's instance type has no price). docs/cost.md.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -263,6 +269,7 @@ def job_out(
         model_version_id=job.model_version_id,
         tuning_job_id=job.tuning_job_id,
         trial_number=job.trial_number,
+        usage=job.usage,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -191,6 +191,9 @@ class TuningJobOut(BaseModel):
     best_value: float | None
     counts: dict[str, int] = Field(description="Trials by state.")
     seconds_saved: float = Field(description="Compute the pruner saved (sum over pruned trials).")
+    cost_usd: float | None = Field(
+        description="Estimated cost of its trial jobs so far (null when a run had no price; docs/cost.md)."
+    )
     pictures: dict[str, str] = Field(description="Picture name -> URL under this API.")
     error: str | None
     created_at: datetime
@@ -226,6 +229,13 @@ def _trials(settings: Settings, job: TuningJob, rows: list[TrainingJob]) -> list
             )
         )
     return out
+
+
+def _cost(rows: list[TrainingJob]) -> float | None:
+    usages = [r.usage for r in rows if r.usage]
+    if not usages or any(u.get("cost_usd") is None for u in usages):
+        return None
+    return round(sum(float(u["cost_usd"]) for u in usages), 6)
 
 
 def tuning_out(
@@ -269,6 +279,7 @@ def tuning_out(
         best_value=best.value if best else None,
         counts=counts,
         seconds_saved=round(sum(t.seconds_saved or 0.0 for t in trials), 1),
+        cost_usd=_cost(rows),
         pictures={
             name: str(request.url_for("get_tuning_picture", tuning_id=job.id, name=name))
             for name in (job.pictures or {})

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from binwatch.cli.api_client import DEFAULT_URL, Api, ApiKey, AsJson, Url, err, fail
+from binwatch.cli.cost import usage_lines
 from binwatch.cli.helptext import command
 from binwatch.cli.options import (
     Arch,
@@ -92,6 +93,7 @@ def _print_job(job: dict[str, Any]) -> None:
         rows.append(("running", f"{timings['running_s']:.0f} s"))
     if job.get("error"):
         rows.append(("error", f"[red]{job['error']}[/]"))
+    rows += usage_lines(job)
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
@@ -371,9 +373,11 @@ def worker(
 
 
 def register(root: typer.Typer) -> None:
+    from binwatch.cli.cost import cost
     from binwatch.cli.reap import reap
 
     # reap works on the database and broker directly, like `worker`; it has its own module (and imports).
     command(app, "reap")(reap)
+    command(app, "cost")(cost)
     root.add_typer(app, name="jobs", help="Submit, follow and cancel training jobs through the HTTP API.")
     command(root, "worker")(worker)

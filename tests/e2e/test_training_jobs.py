@@ -271,6 +271,13 @@ def test_cli_lists_shows_and_cancels(deployment: Deployment) -> None:
     assert job_id in [j["id"] for j in listed["items"]]
     watched = cli("watch", job_id)
     assert watched.returncode == 1 and "cancelled" in watched.stdout
+    # Cost: this deployment prices nothing, so every job is counted as a job without a price.
+    totals = json.loads(cli("cost", "--json").stdout)
+    month = job["created_at"][:7]
+    all_jobs = json.loads(cli("list", "--json", "--limit", "200").stdout)["items"]
+    assert totals["by_month"][month]["jobs"] == sum(j["created_at"][:7] == month for j in all_jobs)
+    assert totals["by_month"][month]["unpriced"] == totals["by_month"][month]["jobs"]
+    assert "training cost by model version" in cli("cost").stdout
     unauthorised = subprocess.run(
         [str(BINWATCH), "jobs", "list"],
         env=dict(env, BINWATCH_API_KEY="bw_wrong"),
