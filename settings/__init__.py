@@ -206,6 +206,14 @@ class Settings(BaseSettings):
         description="Hourly prices in USD by instance type, JSON: "
         '{"g5.xlarge": {"on-demand": 1.006, "spot": 0.42}}. Jobs on a type not listed get no estimate.',
     )
+    instance_metadata_url: str | None = Field(
+        default=None,
+        description="EC2 instance metadata service (http://169.254.169.254 on EC2): workers read the "
+        "instance type from it and hand their job back on a spot interruption notice. Unset: not contacted.",
+    )
+    spot_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker checks for a spot interruption notice."
+    )
     tuning_storage_url: str | None = Field(
         default=None,
         description="Optuna storage of tuning jobs' studies. Default: the database's own optuna schema "

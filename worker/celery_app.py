@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from records.job_queue import make_celery
 from settings import get_settings
-from worker import reaper
+from worker import instance_metadata, reaper
 from worker.tasks import register_tasks
 
 app = make_celery(get_settings())
 register_tasks(app)
 reaper.install(app, get_settings())
+instance_metadata.install(app, get_settings())

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from records import costs
 from settings import Settings
+from worker.instance_metadata import instance_type
 from worker.outcomes import Outcome
 
 log = logging.getLogger("worker.runner")
@@ -40,13 +41,13 @@ class UsageRecording:
             device = self._device_name()
             entry = costs.run_entry(
                 host=self.owner,
-                instance_type=self.settings.instance_type,
+                instance_type=instance_type(self.settings),
                 capacity=self.settings.capacity,
                 device=device,
                 processes=1,
                 phases=self.phases,
                 hourly_usd=costs.price(
-                    self.settings.instance_prices, self.settings.instance_type, self.settings.capacity
+                    self.settings.instance_prices, instance_type(self.settings), self.settings.capacity
                 ),
                 outcome=outcome.value,
             )
