@@ -8,6 +8,7 @@ artifact store, work folder and ownership token.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,12 +40,9 @@ class Registration:
     artifacts: ArtifactStore
     work_dir: Path
     trial: StudyTrial | None
-
-    def session(self) -> Session:
-        raise NotImplementedError
-
-    def _delete_prefix(self, prefix: str) -> None:
-        raise NotImplementedError
+    # Methods of JobRun, which this class is a part of (declared for the type checker only).
+    session: Callable[[], Session]
+    _delete_prefix: Callable[[str], None]
 
     def _evaluate_version(
         self, artifact_key: str, sha256: str, data: JobData, cfg: TrainConfig

@@ -133,7 +133,6 @@ def _study_of(res: Resources, tuning: TuningJob) -> optuna.Study:
 
 def begin(res: Resources, job: TrainingJob) -> tuple[StudyTrial, dict[str, Any]]:
     """The trial this job runs (asked now on its first run) and its full training configuration."""
-    import optuna
 
     assert job.tuning_job_id is not None
     with res.sessions() as session:
@@ -149,13 +148,8 @@ def begin(res: Resources, job: TrainingJob) -> tuple[StudyTrial, dict[str, Any]]
             trial = study.ask()
             trial_params = space.suggest(trial)
             trial.set_user_attr("job", job.id)
-            trial.set_user_attr("epochs_planned", int(params["config"]["epochs"]))
         else:
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
-                study._study_id,
-                row.trial_number,  # noqa: SLF001
-            )
-            trial = optuna.Trial(study, trial_id)
+            trial = _trial(study, row.trial_number)
             trial_params = dict(study.get_trials(deepcopy=False)[row.trial_number].params)
         trial.set_user_attr("host", job.host or "")
         try:
@@ -205,13 +199,17 @@ def after_trial(res: Resources, job_id: str) -> None:
     if number is not None and status in ("failed", "cancelled", "pruned"):
         study = load_study(res.settings.resolved_tuning_storage_url, study_name)
         if status != "pruned" and error and not _finished(study, number):
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
-                study._study_id,  # noqa: SLF001
-                number,
-            )
-            study._storage.set_trial_user_attr(trial_id, "error", error[:500])  # noqa: SLF001
+            _trial(study, number).set_user_attr("error", error[:500])
         tell(study, number, state="PRUNED" if status == "pruned" else "FAIL")
     continue_study(res, tuning_id)
+
+
+def _trial(study: optuna.Study, number: int) -> optuna.Trial:
+    """A handle on trial ``number`` (asked by another process) to report to and annotate."""
+    import optuna
+
+    storage = study._storage  # noqa: SLF001 - Optuna has no public lookup by trial number
+    return optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study._study_id, number))  # noqa: SLF001
 
 
 def _finished(study: optuna.Study, number: int) -> bool:

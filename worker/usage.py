@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -26,9 +27,8 @@ class UsageRecording:
     settings: Settings
     phases: dict[str, float]
     _lap_at: float
-
-    def session(self) -> Session:
-        raise NotImplementedError
+    # A method of JobRun, which this class is a part of (declared for the type checker only).
+    session: Callable[[], Session]
 
     def _record_usage(self, outcome: Outcome) -> None:
         """This run's place, phases and estimated cost on the job (records/costs.py); best effort."""

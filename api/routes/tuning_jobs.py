@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.deps import Principal, get_artifacts, get_db, get_settings, require_scope
@@ -55,6 +55,8 @@ Trainer = Annotated[Principal, Depends(require_scope("train"))]
 TuningStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 assert set(TuningStatus.__args__) == set(TUNING_STATUSES)  # type: ignore[attr-defined]
 ObjectiveName = Literal["accuracy", "rmse", "accuracy_0-5"]
+PrunerName = Literal["median", "none"]
+assert set(PrunerName.__args__) == set(PRUNERS)  # type: ignore[attr-defined]
 assert set(ObjectiveName.__args__) == set(OBJECTIVES)  # type: ignore[attr-defined]
 PICTURES = ("optimization_history.png", "param_importances.png")
 
@@ -121,7 +123,7 @@ class TuningJobCreate(BaseModel):
     objective: ObjectiveName = Field(
         default="accuracy", description="accuracy and accuracy_0-5 are maximised, rmse minimised."
     )
-    pruner: Literal["median", "none"] = Field(
+    pruner: PrunerName = Field(
         default="median", description="median: stop a trial whose epoch is worse than the median so far."
     )
     trials: int = Field(default=12, ge=1, description="Trials in all (complete, pruned or failed).")
@@ -146,11 +148,6 @@ class TuningJobCreate(BaseModel):
     )
     promotion_policy: PromotionPolicy = "if_better"
     model_name: SafeLine | None = Field(default=None, min_length=1, max_length=128)
-
-    @model_validator(mode="after")
-    def _pruners_known(self) -> TuningJobCreate:
-        assert self.pruner in PRUNERS
-        return self
 
 
 class TrialOut(BaseModel):
