@@ -90,7 +90,9 @@ def test_a_study_on_two_workers_prunes_a_bad_region_registers_the_best_and_serve
             promotion_policy="always",
         )
         assert job["status"] == "running" and job["space"]["lr"]["type"] == "categorical"
-        assert job["counts"].get("queued") == 2  # parallelism trial jobs queued at once
+        # parallelism trial jobs queued at once (a fast worker may already have started one)
+        assert job["counts"].get("queued", 0) + job["counts"].get("running", 0) == 2, job["counts"]
+        assert len(trial_rows(deployment, job["id"])) == 2
         done = wait_tuning(http, job["id"])
         assert done["status"] == "succeeded", (done, deployment.logs())
         trials = done["trial_list"]
