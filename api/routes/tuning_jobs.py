@@ -240,10 +240,15 @@ def tuning_out(
 ) -> TuningJobOut:
     params = dict(job.params or {})
     trials = _trials(settings, job, rows)
+    # Counted by trial job: one that no worker has asked a trial for yet is "queued" (even if claimed),
+    # and a trial just asked but not yet linked to its job is not counted twice.
+    linked = {r.trial_number for r in rows if r.trial_number is not None}
     counts: dict[str, int] = {}
     for t in trials:
+        if t.state == "RUNNING" and t.number not in linked:
+            continue
         counts[t.state.lower()] = counts.get(t.state.lower(), 0) + 1
-    queued = sum(1 for r in rows if r.status == "queued" and r.trial_number is None)
+    queued = sum(1 for r in rows if r.status in tuning_jobs.ACTIVE_STATUSES and r.trial_number is None)
     if queued:
         counts["queued"] = queued
     best = None
