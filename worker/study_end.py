@@ -41,12 +41,16 @@ def finish_study(res: Resources, tuning_id: str) -> None:
             return
         params = dict(tuning.params)
         policy, study_name = tuning.promotion_policy, tuning.study_name
-        by_number = {t.trial_number: t.id for t in tuning_jobs.trial_jobs(session, tuning_id)}
+        trial_jobs = tuning_jobs.trial_jobs(session, tuning_id)
+        by_number = {t.trial_number: t.id for t in trial_jobs}
+        status_of = {t.trial_number: t.status for t in trial_jobs}
         dataset = dict(tuning.dataset)
     study = load_study(res.settings.resolved_tuning_storage_url, study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # Asked by a worker that died before it could record the trial on its job: it will never report.
-        tell(study, t.number, state="FAIL")
+        # Either its job already ended and its worker has not told Optuna yet (a pruned job is marked in
+        # the database first; this finisher can run in that gap), or it was asked by a worker that died
+        # before it could record the trial on its job, and it will never report.
+        tell(study, t.number, state="PRUNED" if status_of.get(t.number) == "pruned" else "FAIL")
     work = Path(tempfile.mkdtemp(prefix=f"tuning-{tuning_id[:8]}-", dir=_scratch(res)))
     try:
         pictures = _store_pictures(res, study, tuning_id, work)
