@@ -16,14 +16,20 @@ The rules ``model.training.train`` follows when it runs in such a group (torchru
   the same checkpoint. The other processes wait at a barrier.
 - **Resume**: rank 0 reads ``last.pt`` and sends its state (weights, optimiser, schedule, history) to the
   others, so only rank 0 needs the output folder (on several hosts it need not be shared).
-- **Stopping** (cancel, time limit, early stopping) is decided by rank 0 and broadcast, so all processes
-  stop at the same step.
+- **Stopping.** Any process may ask to stop (rank 0 for the job: cancel, time limit; another when its own
+  host is going away) and every process sees the sum, so all stop at the same step. Early stopping is
+  decided by rank 0 and broadcast.
+
+Two ways into a group: torchrun's environment (``join``, for ``binwatch train --nproc-per-node``), or an
+explicit address, rank and size (``start_store`` + ``form``), which the workers use for multi-node training
+*jobs*: they agree on rank 0's store address through the database (records/job_groups.py).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -97,6 +103,48 @@ def join(device: torch.device) -> Group:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     return Group(world, rank, local, backend)
+
+
+def start_store(address: str, timeout_s: float) -> dist.TCPStore:
+    """Rank 0's rendezvous store, listening on ``address`` at a port the OS picks (``store.port``)."""
+    return dist.TCPStore(
+        address, 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=timeout_s)
+    )
+
+
+def form(
+    *,
+    address: str,
+    port: int,
+    world_size: int,
+    rank: int,
+    local_rank: int,
+    device: torch.device,
+    timeout_s: float,
+    store: dist.TCPStore | None = None,
+) -> Group:
+    """Join the group whose store rank 0 runs at ``address:port`` (rank 0 passes its own ``store``).
+
+    Blocks until all ``world_size`` processes joined, or raises after ``timeout_s``; the same timeout then
+    bounds every collective operation, so a process that vanishes without closing its connections (a host
+    powered off) stops the others after at most that long.
+    """
+    timeout = timedelta(seconds=timeout_s)
+    if store is None:
+        store = dist.TCPStore(address, port, is_master=False, timeout=timeout)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+    return Group(world_size, rank, local_rank, backend)
+
+
+def is_group_lost(exc: BaseException) -> bool:
+    """True for the error a collective raises when another process of the group died or hung."""
+    if isinstance(exc, dist.DistError):
+        return True
+    marks = ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "timed out")
+    return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in marks)
 
 
 def leave() -> None:

@@ -229,11 +229,13 @@ def train(
     hooks: TrainHooks | None = None,
     resume: bool = True,
     progress: bool = True,
+    group: Group | None = None,
 ) -> TrainResult:
     """Train a counter; writes ``best.pt``/``last.pt`` (+ json sidecars and plots) into ``out_dir``.
 
     With ``resume`` and an existing ``out_dir/last.pt`` from the same configuration, training continues
-    after the last completed epoch instead of starting over.
+    after the last completed epoch instead of starting over. ``group``: a group formed by the caller
+    (model/distributed.py ``form``); by default the one torchrun set up, or a group of one.
     """
     started = time.monotonic()
     hooks = hooks or TrainHooks()
@@ -241,7 +243,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out / "best.pt", out / "last.pt"
     device = device_for(cfg.device)
-    group = join(device)  # a group of one outside torchrun (model/distributed.py)
+    if group is None:
+        group = join(device)  # a group of one outside torchrun (model/distributed.py)
     batch_size = group.per_process_batch(cfg.batch_size)
     progress = progress and group.is_main
     classes, pre = cfg.count_classes(), cfg.preprocessing()
@@ -465,8 +468,14 @@ def train(
 
 
 def _agreed(group: Group, should_stop: Callable[[], bool]) -> bool:
-    """Rank 0's answer on every process, so that all of them stop at the same step."""
-    return bool(group.broadcast(should_stop() if group.is_main else None)) if group.active else should_stop()
+    """True on every process when any of them asks to stop, so that all of them stop at the same step.
+
+    Rank 0 asks for the job (cancel, time limit, its worker shutting down); another process asks when its
+    own host is going away (a spot notice on a member node of a training job, worker/groups.py).
+    """
+    if not group.active:
+        return should_stop()
+    return group.sum(1.0 if should_stop() else 0.0)[0] > 0
 
 
 def _load_training_state(path: Path, config_json: dict[str, Any]) -> dict[str, Any]:

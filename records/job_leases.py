@@ -207,23 +207,25 @@ def claim_job(
     return Claim(ClaimOutcome.BUSY, job)
 
 
-def release_job(session: Session, job_id: str, owner: str) -> bool:
+def release_job(session: Session, job_id: str, owner: str, give_back_attempt: bool = True) -> bool:
     """Give an owned running job back to the queue (worker shutting down): queued, resumable anywhere.
 
     The attempt is given back too: the worker did not die, it handed the job over cleanly (SIGTERM, a
     spot interruption notice), and a job on a fleet that scales in often must not run out of attempts.
+    ``give_back_attempt=False``: a host of its training group was lost, which counts like a dead worker.
     """
+    attempts = (
+        sa.case((TrainingJob.attempts > 0, TrainingJob.attempts - 1), else_=0)
+        if give_back_attempt
+        else TrainingJob.attempts
+    )
     result = session.execute(
         sa.update(TrainingJob)
         .where(owned(job_id, owner))
-        .values(
-            status="queued",
-            heartbeat_at=None,
-            attempts=sa.case((TrainingJob.attempts > 0, TrainingJob.attempts - 1), else_=0),
-        )
+        .values(status="queued", heartbeat_at=None, attempts=attempts)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount:
+    if result.rowcount and give_back_attempt:
         _set_attempt_hosts(session, job_id, lambda hosts: _without_last(hosts, owner))
     session.commit()
     return bool(result.rowcount)

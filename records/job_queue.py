@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: The one task name the API sends and the worker registers.
 TRAIN_TASK = "binwatch.train"
+#: Sent by the worker that leads a multi-node job, once per other node (records/job_groups.py).
+JOIN_TASK = "binwatch.join"
 #: GPU hosts consume this queue (``binwatch worker`` listens to BINWATCH_WORKER_QUEUES, default it).
 TRAINING_QUEUE = "training"
 
@@ -104,7 +106,7 @@ def celery_config(settings: Settings, producer: bool = False) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_routes": {TRAIN_TASK: {"queue": TRAINING_QUEUE}},
+        "task_routes": {TRAIN_TASK: {"queue": TRAINING_QUEUE}, JOIN_TASK: {"queue": TRAINING_QUEUE}},
         "task_default_queue": TRAINING_QUEUE,
         "task_time_limit": settings.job_time_limit_seconds + settings.job_time_limit_grace_seconds,
         "task_soft_time_limit": settings.job_time_limit_seconds,
@@ -165,6 +167,33 @@ def enqueue_training(
             raise QueueUnavailable(
                 f"the job queue at {redact_broker_url(settings.resolved_broker_url)} is unreachable ({exc}); "
                 "the job was not queued"
+            ) from exc
+        raise
+
+
+def enqueue_join(
+    app: Celery, settings: Settings, job_id: str, group_id: str, node_rank: int, soft_time_limit: int | None
+) -> None:
+    """Queue the message that seats a worker as node ``node_rank`` of the job's group ``group_id``.
+
+    Raises ``QueueUnavailable`` like ``enqueue_training``.
+    """
+    soft, hard = time_limits(settings, soft_time_limit)
+    try:
+        app.send_task(
+            JOIN_TASK,
+            args=[job_id, group_id, node_rank],
+            task_id=f"{group_id}-{node_rank}",
+            queue=TRAINING_QUEUE,
+            soft_time_limit=soft,
+            time_limit=hard,
+            retry=False,
+        )
+    except Exception as exc:
+        lost = isinstance(exc, OperationalError | KombuError | OSError | TimeoutError)
+        if lost or _is_connection_error(exc):
+            raise QueueUnavailable(
+                f"the job queue at {redact_broker_url(settings.resolved_broker_url)} is unreachable ({exc})"
             ) from exc
         raise
 

@@ -79,6 +79,8 @@ def create_job(
     promotion_policy: str,
     epochs: int,
     celery_task_id: str | None = None,
+    nodes: int = 1,
+    procs_per_node: int = 1,
 ) -> TrainingJob:
     """Insert a queued job and flush it (the caller commits *before* queueing the task)."""
     job = TrainingJob(
@@ -88,6 +90,8 @@ def create_job(
         promotion_policy=promotion_policy,
         epochs=epochs,
         celery_task_id=celery_task_id,
+        nodes=nodes,
+        procs_per_node=procs_per_node,
     )
     session.add(job)
     session.flush()

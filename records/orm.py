@@ -235,6 +235,8 @@ class TrainingJob(Base):
         sa.CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
         sa.CheckConstraint(_one_of("promotion_policy", PROMOTION_POLICIES), name="promotion_policy"),
         sa.Index("ix_training_jobs_status_created_at", "status", "created_at"),
+        sa.CheckConstraint("nodes >= 1", name="nodes"),
+        sa.CheckConstraint("procs_per_node >= 1", name="procs_per_node"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_job_id)
@@ -242,6 +244,11 @@ class TrainingJob(Base):
     dataset: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
     params: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
     promotion_policy: Mapped[str] = mapped_column(sa.String(16))
+    # Hosts and processes on each that train the job as one DDP group (records/job_groups.py).
+    nodes: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
+    procs_per_node: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
+    # The group running it now: a new one each time a worker claims a multi-process job.
+    group_id: Mapped[str | None] = mapped_column(sa.String(32))
     epoch: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     epochs: Mapped[int]
     host: Mapped[str | None] = mapped_column(sa.String(255))
@@ -283,6 +290,21 @@ class TrainingJob(Base):
         # the client in the same request that creates the row.
         kwargs.setdefault("id", new_job_id())
         super().__init__(**kwargs)
+
+
+class TrainingJobNode(Base):
+    """A worker that joined a training job's group as node ``node_rank`` (records/job_groups.py)."""
+
+    __tablename__ = "training_job_nodes"
+
+    group_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    node_rank: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    # Where the other nodes reach this one; on rank 0 with the port of the group's store.
+    address: Mapped[str] = mapped_column(sa.String(255))
+    port: Mapped[int | None]
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class TuningJob(Base):

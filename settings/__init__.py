@@ -214,6 +214,28 @@ class Settings(BaseSettings):
     spot_poll_seconds: float = Field(
         default=5.0, gt=0, description="How often a worker checks for a spot interruption notice."
     )
+    node_address: str | None = Field(
+        default=None,
+        description="The address other worker hosts reach this one at, published for multi-node training "
+        "jobs (docs/training.md). Default: this host's address on the route to the database server "
+        "(127.0.0.1 for the embedded default).",
+    )
+    max_nodes: int = Field(default=16, ge=1, description="Most hosts (nodes) one training job may ask for.")
+    max_procs_per_node: int = Field(
+        default=8, ge=1, description="Most training processes per host (procs_per_node) one job may ask for."
+    )
+    group_form_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a multi-node job waits for enough workers to join its group before it fails "
+        "(and frees the workers that joined).",
+    )
+    group_timeout_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long one process of a training group waits for the others in a collective "
+        "operation before the group is given up as lost (torch's own default).",
+    )
     tuning_storage_url: str | None = Field(
         default=None,
         description="Optuna storage of tuning jobs' studies. Default: the database's own optuna schema "

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from model.abid import DatasetError
 from model.checkpoint import CheckpointError, sidecar_path
 from model.config import TrainConfig
+from model.distributed import Group, is_group_lost
 from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResult
 from records import jobs, model_versions
 from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
@@ -42,6 +44,7 @@ from records.db import make_engine, make_session_factory, session_scope
 from records.job_spec import DatasetSpec
 from records.orm import TrainingJob
 from settings import Settings
+from worker.groups import GroupLeading
 from worker.heartbeat import Heartbeat
 from worker.job_data import JobData, load_job_data
 from worker.outcomes import LeaseLost, Outcome, StopReason
@@ -100,7 +103,7 @@ def _num(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-class JobRun(Registration, UsageRecording):
+class JobRun(Registration, UsageRecording, GroupLeading):
     def __init__(
         self,
         job_id: str,
@@ -128,6 +131,9 @@ class JobRun(Registration, UsageRecording):
         self.trial: StudyTrial | None = None
         self.phases: dict[str, float] = {}
         self._lap_at = time.monotonic()
+        self.processes = 1
+        self.group: Group | None = None
+        self.local_ranks: list[BaseProcess] = []
 
     # -- keys in the artifact store
     def epoch_prefix(self, epoch: int) -> str:
@@ -216,7 +222,8 @@ class JobRun(Registration, UsageRecording):
             self._check_not_stopped_before_training()
             self.start_epoch = self._restore_checkpoints(job)
             self._lap("load")
-            result = self._train(cfg, data)
+            self.processes = job.procs_per_node
+            result = self._train(job, cfg, data)
             self._lap("train")
             outcome = self._succeed(job, cfg, data, result)
             self._lap("finish")
@@ -234,6 +241,8 @@ class JobRun(Registration, UsageRecording):
                 return self._stopped("stopped by Celery's soft time limit")
             if self.trial is not None and type(exc).__name__ == "TrialPruned":
                 return self._pruned(str(exc))
+            if job.nodes * job.procs_per_node > 1 and is_group_lost(exc):
+                return self._group_lost(exc)
             message = self._describe(exc)
             log.error("job %s failed: %s", self.job_id, message, exc_info=not isinstance(exc, DatasetError))
             with self.session() as session:
@@ -283,6 +292,11 @@ class JobRun(Registration, UsageRecording):
 
     def _stopped(self, detail: str) -> Outcome:
         reason = self.stop_reason
+        if reason is None and self.group is not None:
+            # Not this process's own decision: another node of the group is shutting down (model/training.py
+            # stops the whole group when any process asks), so the job goes back to the queue.
+            reason = StopReason.SHUTDOWN
+            detail = f"another node of its group is shutting down ({detail})"
         if reason == StopReason.LEASE_LOST:
             log.warning("job %s was taken over by another worker; this run stops here", self.job_id)
             return Outcome.LOST
@@ -306,6 +320,20 @@ class JobRun(Registration, UsageRecording):
         log.info("job %s cancelled (%s)", self.job_id, detail)
         self._delete_prefix(f"jobs/{self.job_id}/epochs/")
         return Outcome.CANCELLED
+
+    def _group_lost(self, exc: BaseException) -> Outcome:
+        """A process of the job's group died: back to the queue, the attempt counted (a host was lost)."""
+        with self.session() as session:
+            if not jobs.release_job(session, self.job_id, self.owner, give_back_attempt=False):
+                return Outcome.LOST
+        log.warning(
+            "job %s: its group lost a process (%s); back to the queue, to resume after epoch %d once enough "
+            "workers are up",
+            self.job_id,
+            str(exc).splitlines()[0][:300],
+            self._current_epoch,
+        )
+        return Outcome.REQUEUE
 
     def _pruned(self, detail: str) -> Outcome:
         with self.session() as session:
@@ -348,21 +376,26 @@ class JobRun(Registration, UsageRecording):
         return done
 
     # -- training
-    def _train(self, cfg: TrainConfig, data: JobData) -> TrainResult:
+    def _train(self, job: TrainingJob, cfg: TrainConfig, data: JobData) -> TrainResult:
         from model.training import train
 
         hooks = TrainHooks(on_epoch_end=self._on_epoch_end, should_stop=self.should_stop, stop_check_every=1)
         self._current_epoch = self.start_epoch
-        return train(
-            cfg,
-            data.source,
-            data.train,
-            data.val,
-            self.work_dir,
-            hooks,
-            resume=True,
-            progress=False,
-        )
+        try:
+            self.group = self._lead_group(job, cfg)  # None for a one-process job (worker/groups.py)
+            return train(
+                cfg,
+                data.source,
+                data.train,
+                data.val,
+                self.work_dir,
+                hooks,
+                resume=True,
+                progress=False,
+                group=self.group,
+            )
+        finally:
+            self._leave_group()
 
     def _on_epoch_end(self, ep: EpochResult) -> None:
         prefix = self.epoch_prefix(ep.epoch)

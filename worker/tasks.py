@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject, TimeLimitExceeded
 
-from records.job_queue import TRAIN_TASK
+from records.job_queue import JOIN_TASK, TRAIN_TASK
 from worker.runner import Outcome, fail_abandoned, resources, run_job
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class TrainingTask(Task):
 
 
 def register_tasks(app: Celery) -> None:
-    """Register the training task on ``app`` under ``TRAIN_TASK``."""
+    """Register the training task on ``app`` under ``TRAIN_TASK`` and the join task under ``JOIN_TASK``."""
 
     @app.task(
         name=TRAIN_TASK,
@@ -70,3 +70,18 @@ def register_tasks(app: Celery) -> None:
         if outcome == Outcome.REQUEUE:
             raise Reject(f"worker shutting down; job {job_id} goes back to the queue", requeue=True)
         return outcome.value
+
+    @app.task(
+        name=JOIN_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=False,
+        ignore_result=True,
+        autoretry_for=(),
+    )
+    def join_group(self: Task, job_id: str, group_id: str, node_rank: int) -> str:
+        # A join message is never put back: if this node's group breaks, node 0 (or the reaper) queues the
+        # job again and its next group sends fresh join messages; an old one finds its group gone.
+        from worker.groups import run_member
+
+        return run_member(job_id, group_id, int(node_rank), resources(), worker_shutting_down).value

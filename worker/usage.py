@@ -26,6 +26,7 @@ class UsageRecording:
     owner: str
     settings: Settings
     phases: dict[str, float]
+    processes: int  # this host's processes of the job (procs_per_node)
     _lap_at: float
     # A method of JobRun, which this class is a part of (declared for the type checker only).
     session: Callable[[], Session]
@@ -44,7 +45,7 @@ class UsageRecording:
                 instance_type=instance_type(self.settings),
                 capacity=self.settings.capacity,
                 device=device,
-                processes=1,
+                processes=self.processes,
                 phases=self.phases,
                 hourly_usd=costs.price(
                     self.settings.instance_prices, instance_type(self.settings), self.settings.capacity

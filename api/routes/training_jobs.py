@@ -26,7 +26,9 @@ from sqlalchemy.orm import Session
 from api import idempotency
 from api.deps import Principal, get_db, get_settings, require_scope
 from api.problems import PROBLEM_MEDIA_TYPE, URN, VALIDATION, Problem, ProblemDetails
+from api.training_groups import GroupMemberOut, group_out, group_problem
 from records import idempotency as idempotency_records
+from records import job_groups
 from records import jobs as job_records
 from records.job_queue import QueueUnavailable, enqueue_training, make_celery, time_limits
 from records.job_spec import (
@@ -37,7 +39,7 @@ from records.job_spec import (
     check_endpoint,
     resolve_config,
 )
-from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, utcnow
+from records.orm import JOB_STATUSES, EpochMetric, TrainingJob, TrainingJobNode, utcnow
 from records.text_rules import SafeLine
 from settings import Settings
 
@@ -103,6 +105,18 @@ class TrainingJobCreate(BaseModel):
     )
     model_name: SafeLine | None = Field(
         default=None, min_length=1, max_length=128, description="Name of the version it registers."
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        description="Worker hosts that train the job together as one DDP group, one `binwatch worker` each "
+        "(BINWATCH_MAX_NODES). docs/training.md.",
+    )
+    procs_per_node: int = Field(
+        default=1,
+        ge=1,
+        description="Training processes on each of those hosts: one per GPU on GPU hosts "
+        "(BINWATCH_MAX_PROCS_PER_NODE). batch_size must be a multiple of nodes x procs_per_node.",
     )
 
 
@@ -176,6 +190,13 @@ class TrainingJobOut(BaseModel):
     host: str | None = Field(description="The worker running (or that last ran) the job.")
     error: str | None
     model_version_id: int | None = Field(description="The model version the job registered.")
+    nodes: int = Field(default=1, description="Hosts that train it together.")
+    procs_per_node: int = Field(default=1, description="Training processes on each host.")
+    group: list[GroupMemberOut] | None = Field(
+        default=None,
+        description="The workers of its newest training group, by node rank (multi-node jobs, in "
+        "GET /v1/training-jobs/{id} only).",
+    )
     tuning_job_id: str | None = Field(default=None, description="The tuning job this job is a trial of.")
     trial_number: int | None = Field(default=None, description="Its trial's number in the study.")
     usage: dict[str, Any] | None = Field(
@@ -245,7 +266,10 @@ def epoch_out(row: EpochMetric) -> EpochOut:
 
 
 def job_out(
-    job: TrainingJob, metrics: list[EpochMetric] | None = None, latest: EpochMetric | None = None
+    job: TrainingJob,
+    metrics: list[EpochMetric] | None = None,
+    latest: EpochMetric | None = None,
+    group: list[TrainingJobNode] | None = None,
 ) -> TrainingJobOut:
     now = utcnow()
     end = job.finished_at or now
@@ -267,6 +291,9 @@ def job_out(
         host=job.host,
         error=job.error,
         model_version_id=job.model_version_id,
+        nodes=job.nodes,
+        procs_per_node=job.procs_per_node,
+        group=group_out(group) if group is not None else None,
         tuning_job_id=job.tuning_job_id,
         trial_number=job.trial_number,
         usage=job.usage,
@@ -400,6 +427,9 @@ def submit_job(
             f"{settings.job_time_limit_seconds} s (BINWATCH_JOB_TIME_LIMIT_SECONDS)",
             ["body", "hyperparameters", "time_limit_seconds"],
         )
+    problem = group_problem(body.nodes, body.procs_per_node, int(config["batch_size"]), settings)
+    if problem is not None:
+        raise invalid(problem[0], ["body", problem[1]])
     soft, _hard = time_limits(settings, hp.time_limit_seconds)
     task_id = uuid.uuid4().hex
     job = job_records.create_job(
@@ -415,6 +445,8 @@ def submit_job(
         promotion_policy=body.promotion_policy,
         epochs=int(config["epochs"]),
         celery_task_id=task_id,
+        nodes=body.nodes,
+        procs_per_node=body.procs_per_node,
     )
     db.flush()
     db.refresh(job)
@@ -496,7 +528,9 @@ def get_training_job(
     job = job_records.get_job(db, job_id)
     if job is None:
         raise _not_found(job_id)
-    return job_out(job, metrics=job_records.epoch_metrics(db, job_id))
+    return job_out(
+        job, metrics=job_records.epoch_metrics(db, job_id), group=job_groups.group_rows(db, job.group_id)
+    )
 
 
 @router.post(

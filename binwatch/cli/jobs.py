@@ -67,6 +67,16 @@ def _epoch_row(m: dict[str, Any]) -> str:
     )
 
 
+def _group_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
+    nodes, procs = job.get("nodes") or 1, job.get("procs_per_node") or 1
+    if nodes * procs == 1:
+        return []
+    lines = [("group", f"{nodes} node(s) x {procs} process(es)")]
+    for member in job.get("group") or []:
+        lines.append((f"  node {member['node_rank']}", f"{member['host']} at {member['address']}"))
+    return lines
+
+
 def _print_job(job: dict[str, Any]) -> None:
     table = Table(title=f"training job {job['id']}", show_header=False)
     table.add_column("field", style="bold")
@@ -84,6 +94,7 @@ def _print_job(job: dict[str, Any]) -> None:
         ("promotion decision", job.get("promotion_decision") or "-"),
         ("model version", str(job.get("model_version_id") or "-")),
         ("host", job.get("host") or "-"),
+        *_group_lines(job),
         ("created", job["created_at"]),
         ("started", job.get("started_at") or "-"),
         ("finished", job.get("finished_at") or "-"),
@@ -159,6 +170,12 @@ def submit(
         float | None, typer.Option(help="Validation share when the data has no manifest split.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling, splitting and training.")] = None,
+    nodes: Annotated[
+        int, typer.Option(min=1, help="Worker hosts that train it together as one DDP group.")
+    ] = 1,
+    procs_per_node: Annotated[
+        int, typer.Option(min=1, help="Training processes on each host (one per GPU on GPU hosts).")
+    ] = 1,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it finishes.")] = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
@@ -169,6 +186,7 @@ def submit(
     The options are those of `binwatch train`; the dataset path must be readable by the worker hosts.
 
         binwatch jobs submit /data/abid --recipe cpu-quick --limit 2000 --policy if_better --watch
+        binwatch jobs submit s3://bucket/abid/ --recipe gpu-full --nodes 2 --procs-per-node 4
     """
     dataset: dict[str, Any] = {"uri": data}
     for key, value in {
@@ -203,6 +221,8 @@ def submit(
         if value is not None
     }
     body: dict[str, Any] = {"dataset": dataset, "hyperparameters": hyper, "promotion_policy": policy}
+    if nodes * procs_per_node > 1:
+        body |= {"nodes": nodes, "procs_per_node": procs_per_node}
     if name:
         body["model_name"] = name
     api = Api(url, api_key)
@@ -321,60 +341,10 @@ def watch_job(
     _watch(Api(url, api_key), job_id, interval, as_json)
 
 
-def worker(
-    queues: Annotated[
-        str | None, typer.Option(help="Comma-separated queues [default: BINWATCH_WORKER_QUEUES].")
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Jobs at once [default: BINWATCH_WORKER_CONCURRENCY].")
-    ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="solo, prefork or threads [default: BINWATCH_WORKER_POOL].")
-    ] = None,
-    hostname: Annotated[str | None, typer.Option(help="Celery node name [default: binwatch@<host>].")] = None,
-    loglevel: Annotated[str | None, typer.Option(help="Log level [default: BINWATCH_LOG_LEVEL].")] = None,
-) -> None:
-    """Run a training worker: a Celery worker consuming the training queue from the configured broker.
-
-    Uses the same settings as the API (BINWATCH_DATABASE_URL, BINWATCH_BROKER_URL, BINWATCH_ARTIFACT_STORE).
-    On GPU hosts run one worker per GPU with the solo pool (the default), see docs/deployment.md:
-
-        CUDA_VISIBLE_DEVICES=0 binwatch worker
-    """
-    from settings import get_settings
-
-    settings = get_settings()
-    if (pool or settings.worker_pool) != "solo":
-        err.print(
-            "[yellow]warning:[/] the solo pool is the one meant for training (docs/deployment.md): prefork "
-            "children cannot start DataLoader workers, so images load in-process there"
-        )
-    if settings.auto_migrate:
-        # The worker may start before the API on a fresh database; alembic serialises concurrent upgrades.
-        from records.migrate import upgrade_database
-
-        upgrade_database(settings.resolved_database_url)
-    from worker.celery_app import app as celery_app
-
-    argv = [
-        "worker",
-        f"--queues={queues or settings.worker_queues}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
-        f"--pool={pool or settings.worker_pool}",
-        f"--hostname={hostname or 'binwatch@%h'}",
-        f"--loglevel={loglevel or settings.log_level}",
-        # Gossip, mingle and event heartbeats serve monitoring tools this deployment does not run; they only
-        # add broker traffic (and startup delay) per worker.
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-    celery_app.worker_main(argv)
-
-
 def register(root: typer.Typer) -> None:
     from binwatch.cli.cost import cost
     from binwatch.cli.reap import reap
+    from binwatch.cli.worker import worker
 
     # reap works on the database and broker directly, like `worker`; it has its own module (and imports).
     command(app, "reap")(reap)

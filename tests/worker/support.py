@@ -125,12 +125,19 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> WorkerProcess:
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    name: str = "worker",
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> WorkerProcess:
+    """``wrap``: turns the command into the one to run (e.g. inside a network namespace)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    argv = [str(BINWATCH), "worker"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(BINWATCH), "worker"],
+            wrap(argv) if wrap else argv,
             env=env,
             cwd=REPO,
             stdout=log,
@@ -169,6 +176,8 @@ class Jobs:
         dataset: dict[str, Any] | None = None,
         policy: str = "never",
         enqueue: bool = True,
+        nodes: int = 1,
+        procs_per_node: int = 1,
         **hyper: Any,
     ) -> str:
         """create_job, commit, enqueue_training: what POST /v1/training-jobs does."""
@@ -189,6 +198,8 @@ class Jobs:
                 promotion_policy=policy,
                 epochs=int(config["epochs"]),
                 celery_task_id=task_id,
+                nodes=nodes,
+                procs_per_node=procs_per_node,
             )
             session.commit()
             job_id = job.id
