@@ -7,8 +7,11 @@ epochs after the first (warm-up: caches, allocator, cuDNN autotuning), validatio
 min / median / max, the speed-up of each against one plain process, and the scaling efficiency
 (speed-up / processes). The effective batch is the same in every configuration (model/distributed.py).
 
-Configurations: ``plain`` (one process, no process group), and ``ddp-N`` for each N in ``--procs`` (torchrun,
-gloo on the CPU, NCCL on a GPU; one GPU per process, so on a one-GPU host only ddp-1 runs there).
+Configurations: ``plain`` (one process, no process group), ``ddp-N`` for each N in ``--procs`` (torchrun,
+gloo on the CPU, NCCL on a GPU; one GPU per process, so on a one-GPU host only ddp-1 runs there), and
+``group-N`` for each N in ``--groups``: the path of a multi-node training *job* (worker/groups.py): rank 0
+starts the group's store itself (model/distributed.py ``start_store``), spawns the other ranks, and all
+join with ``form``, without torchrun.
 
 Run: .venv/bin/python benchmarks/bench_ddp.py ../shared/abid --limit 1200 --procs 1,2 --repeat 3
 It imports only the ML core (model/), so it also runs where the service's packages are not installed.
@@ -30,17 +33,60 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One training run (inside torchrun, or plain); rank 0 prints one JSON line."""
+def _group_rank(args: argparse.Namespace, port: int, world: int, rank: int) -> None:
+    """A rank other than 0 of a group-N run (spawned by rank 0, as a worker spawns a node's processes)."""
+    from model.distributed import form
+    from model.training import resolve_device
+
+    device = resolve_device(args.device)
+    device = resolve_device(f"cuda:{rank}") if device.type == "cuda" else device
+    args.device = str(device)
+    group = form(
+        address="127.0.0.1",
+        port=port,
+        world_size=world,
+        rank=rank,
+        local_rank=rank,
+        device=device,
+        timeout_s=600,
+    )
+    worker(args, group)
+
+
+def worker(args: argparse.Namespace, group: object = None) -> None:
+    """One training run (inside torchrun, plain, or a group-N rank); rank 0 prints one JSON line."""
     import torch
 
     from model.abid import load_records, open_source
-    from model.distributed import leave
+    from model.distributed import form, leave, start_store
     from model.recipes import recipe_config
     from model.subsets import SubsetSpec, select, split_records
-    from model.training import TrainHooks, train
+    from model.training import TrainHooks, resolve_device, train
 
     torch.set_num_threads(args.threads)
+    children = []
+    if args.group_size and group is None:
+        import multiprocessing
+
+        if resolve_device(args.device).type == "cuda":
+            args.device = "cuda:0"  # rank 0's own GPU, as the worker gives it (worker/groups.py rank_device)
+        store = start_store("127.0.0.1", 600)
+        ctx = multiprocessing.get_context("spawn")
+        for rank in range(1, args.group_size):
+            child = ctx.Process(target=_group_rank, args=(args, store.port, args.group_size, rank))
+            child.start()
+            children.append(child)
+        group = form(
+            address="127.0.0.1",
+            port=store.port,
+            world_size=args.group_size,
+            rank=0,
+            local_rank=0,
+            device=resolve_device(args.device),
+            timeout_s=600,
+            store=store,
+        )
+    is_main = getattr(group, "rank", int(os.environ.get("RANK", "0"))) == 0
     source = open_source(args.data)
     records = select(load_records(source), SubsetSpec(None, None, None, None, None, args.limit, 0))
     train_recs, val_recs = split_records(records, 0.1, 0)
@@ -59,9 +105,11 @@ def worker(args: argparse.Namespace) -> None:
     hooks = TrainHooks(on_epoch_end=lambda ep: durations.append(ep.duration_s))
     with tempfile.TemporaryDirectory() as out:
         started = time.monotonic()
-        result = train(cfg, source, train_recs, val_recs, Path(out), hooks, resume=False, progress=False)
+        result = train(
+            cfg, source, train_recs, val_recs, Path(out), hooks, resume=False, progress=False, group=group
+        )
         wall = time.monotonic() - started
-    if os.environ.get("RANK", "0") == "0":
+    if is_main:
         steady = durations[1:] or durations
         print(
             "RESULT "
@@ -78,6 +126,8 @@ def worker(args: argparse.Namespace) -> None:
             flush=True,
         )
     leave()
+    for child in children:
+        child.join(60)
 
 
 def run_one(args: argparse.Namespace, name: str) -> dict:
@@ -104,6 +154,8 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     ] + (["--amp"] if args.amp else [])
     if name == "plain":
         cmd = [sys.executable, *base]
+    elif name.startswith("group-"):
+        cmd = [sys.executable, *base, "--group-size", name.split("-")[1]]
     else:
         n = int(name.split("-")[1])
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *base]
@@ -133,12 +185,15 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--procs", default="1,2", help="process counts for the ddp-N configurations")
+    parser.add_argument("--groups", default="", help="process counts for the group-N configurations")
+    parser.add_argument("--group-size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
     names = ["plain"] + [f"ddp-{n}" for n in args.procs.split(",") if n]
+    names += [f"group-{n}" for n in args.groups.split(",") if n]
     results: dict[str, list[dict]] = {n: [] for n in names}
     for round_ in range(args.repeat):
         for name in names:

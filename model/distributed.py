@@ -125,7 +125,9 @@ def form(
 ) -> Group:
     """Join the group whose store rank 0 runs at ``address:port`` (rank 0 passes its own ``store``).
 
-    Blocks until all ``world_size`` processes joined, or raises after ``timeout_s``; the same timeout then
+    ``device``: this process's own (``cuda:i`` on a GPU host; train with the same device, since DDP wraps
+    the model on it). Blocks until all ``world_size`` processes joined, or raises after ``timeout_s``; the
+    same timeout then
     bounds every collective operation, so a process that vanishes without closing its connections (a host
     powered off) stops the others after at most that long.
     """
@@ -134,7 +136,7 @@ def form(
         store = dist.TCPStore(address, port, is_master=False, timeout=timeout)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index if device.index is not None else local_rank)
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return Group(world_size, rank, local_rank, backend)
 

@@ -211,7 +211,12 @@ class JobRun(Registration, UsageRecording, GroupLeading):
                 from worker import trials
 
                 self.trial, config = trials.begin(self.res, job)
-            cfg = TrainConfig.model_validate({**config, "device": self.settings.device})
+            device = self.settings.device
+            if job.nodes * job.procs_per_node > 1:
+                from worker.groups import rank_device
+
+                device = rank_device(self.settings, 0)  # DDP needs rank 0's own GPU by index
+            cfg = TrainConfig.model_validate({**config, "device": device})
             if multiprocessing.current_process().daemon and cfg.num_workers:
                 # Celery's prefork children are daemonic, and daemonic processes cannot start the
                 # DataLoader's worker processes. Load in-process instead (slower; the solo pool has no
