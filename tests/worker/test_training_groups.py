@@ -5,6 +5,8 @@ network namespace and a host killed mid-epoch, is tests/e2e/test_two_hosts.py.""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import sqlalchemy as sa
 
@@ -107,3 +109,24 @@ def test_losing_node_0_hands_the_job_to_a_new_group_that_resumes_it(stack: Stack
     with stack.jobs.sessions() as s:
         versions = s.scalars(sa.select(ModelVersion).where(ModelVersion.training_job_id == job_id)).all()
         assert len(versions) == 1
+
+
+def test_a_member_worker_asked_to_stop_hands_the_job_back_without_using_an_attempt(stack: Stack) -> None:
+    """SIGTERM on a member (what a spot interruption notice makes a worker do): the group stops together."""
+    stack.worker("a").wait_ready()
+    job_id = stack.jobs.submit({"uri": str(ABID), "limit": 240}, policy="always", epochs=3, nodes=2)
+    wait_for(lambda: stack.jobs.get(job_id).group_id, 60, "worker a to open the job's group")
+    member = stack.worker("b")
+    member.wait_ready()
+    wait_for(lambda: stack.jobs.get(job_id).epoch >= 1, 240, "epoch 1 to be stored", interval=0.05)
+    first_group = stack.jobs.get(job_id).group_id
+    member.kill(signal.SIGTERM)
+    assert member.proc.wait(timeout=60) == 0, member.log()
+    handed_back = "another node of its group is shutting down"
+    wait_for(lambda: handed_back in stack.logs(), 30, "node 0 to hand the job back")
+    wait_for(lambda: stack.jobs.get(job_id).group_id != first_group, 60, "a new group for the job")
+    stack.worker("c")
+    job = stack.jobs.wait_status(job_id, DONE, timeout=300)
+    assert job.status == "succeeded", f"{job.error}\n{stack.logs()}"
+    assert job.attempts == 1, "a clean hand-back is not a used attempt"
+    assert [e.epoch for e in stack.jobs.epochs(job_id)] == [1, 2, 3]
