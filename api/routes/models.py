@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -16,6 +17,8 @@ from api.schemas import MAX_ID, ModelDetail, ModelOut, ModelPage, PromoteBody, P
 from records import model_versions
 from records.db import session_scope
 from records.orm import ModelVersion
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -115,10 +118,16 @@ def _promote(state: AppState, model_id: int, actor: str, reason: str) -> tuple[V
             with session_scope(state.session_factory) as session:
                 version, changed = model_versions.promote(session, model_id, actor=actor, reason=reason)
                 return VersionRef.of(version), changed
-        except sa.exc.IntegrityError:
-            # Lost a promotion race to another process (one-active index); the retry sees its result.
+        except sa.exc.IntegrityError as exc:
+            # Lost a promotion race to a writer that did not take the promotion lock (one-active index);
+            # the retry sees its result.
             if attempt == 3:
                 raise
+            log.warning(
+                "promotion of version %s lost a race (%s); trying again",
+                model_id,
+                str(exc.orig).splitlines()[0],
+            )
     raise AssertionError("unreachable")
 
 

@@ -83,3 +83,62 @@ def test_concurrent_promotions_leave_exactly_one_active_model(
         assert "Traceback" not in server.log(), server.log()[-4000:]
     finally:
         server.stop()
+
+
+def test_a_promotion_that_races_a_writer_without_the_lock_retries_and_wins(
+    tmp_path: Path, pg_url: str, checkpoints: tuple[Path, Path]
+) -> None:
+    """Promotions take an advisory lock; a writer that does not (an operator's SQL, an older release) can
+    still slip a second active row in. The API then hits the one-active index, tries again, and its promotion
+    stands: 200, exactly one active version, the one asked for."""
+    home = tmp_path / "home"
+    env = clean_env(
+        BINWATCH_HOME=str(home),
+        BINWATCH_DEVICE="cpu",
+        BINWATCH_DATABASE_URL=pg_url,
+        BINWATCH_MODEL_POLL_SECONDS="0.5",
+        BINWATCH_INSTALL_BUNDLED_MODEL="true",
+    )
+    server = start_server(env, tmp_path / "logs")
+    engine = make_engine(pg_url)
+    try:
+        server.wait_ready()
+        settings = Settings(_env_file=None, home=home, database_url=pg_url)  # type: ignore[call-arg]
+        first, second = (register_model(settings, ckpt, promote=False).id for ckpt in checkpoints)
+        key = create_key(pg_url, "admin", name="race")
+        with engine.connect() as rogue:
+            # The unlocked writer: switches the active row to `first`, holding its row locks uncommitted.
+            rogue.execute(sa.update(ModelVersion).where(ModelVersion.is_active).values(is_active=False))
+            rogue.execute(sa.update(ModelVersion).where(ModelVersion.id == first).values(is_active=True))
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(
+                    lambda: httpx.post(
+                        f"{server.url}/v1/models/{second}/promote", headers={"X-API-Key": key}, timeout=60
+                    )
+                )
+                # The API's promotion waits on the rogue's row locks; then the rogue commits under it.
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not _waiting_on_a_lock(engine):
+                    time.sleep(0.05)
+                assert _waiting_on_a_lock(engine), "the promotion never reached the locked rows"
+                rogue.commit()
+                response = answer.result(timeout=60)
+        assert response.status_code == 200, response.text
+        with engine.connect() as conn:
+            active = conn.execute(sa.select(ModelVersion.id).where(ModelVersion.is_active)).scalars().all()
+        assert active == [second]
+        assert f"promotion of version {second} lost a race" in server.log(), server.log()[-3000:]
+    finally:
+        engine.dispose()
+        server.stop()
+
+
+def _waiting_on_a_lock(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        waits = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE 'UPDATE model_versions%'"
+            )
+        ).scalar()
+    return bool(waits)
