@@ -90,3 +90,42 @@ def test_settings_refuse_inverted_thresholds() -> None:
 
     with pytest.raises(ValueError, match="mismatch_threshold <= match_threshold"):
         Settings(_env_file=None, match_threshold=0.2, mismatch_threshold=0.3)  # type: ignore[call-arg]
+
+
+# -- the exact reasons and edges (written after a mutation-testing pass, docs/testing.md)
+
+K6 = CountClasses()  # 0..5 and "6+"
+T = {"match_threshold": 0.6, "mismatch_threshold": 0.2}
+
+
+def test_each_verdict_gives_its_reason_in_full() -> None:
+    probs = {"0": 0.05, "1": 0.1, "2": 0.7, "3": 0.15}
+    match = judge(2, probs, K6, **T)
+    assert (match.verdict, match.reason) == ("match", "P(2) = 0.700 >= match threshold 0.6")
+    assert match.expected_label == "2" and match.probability_of_expected == 0.7
+    mismatch = judge(1, probs, K6, **T)
+    assert (mismatch.verdict, mismatch.reason) == ("mismatch", "P(1) = 0.100 < mismatch threshold 0.2")
+    uncertain = judge(2, {"2": 0.4}, K6, **T)
+    assert uncertain.reason == "P(2) = 0.400 is between the thresholds 0.2 and 0.6"
+    assert uncertain.thresholds == {"match": 0.6, "mismatch": 0.2}
+
+
+def test_a_count_in_the_overflow_class_is_named_with_its_class_and_a_missing_class_is_zero() -> None:
+    over = judge(9, {"6+": 0.9}, K6, **T)
+    assert over.verdict == "match" and over.expected_label == "6+"
+    assert over.reason == "P(9 (class 6+)) = 0.900 >= match threshold 0.6"
+    absent = judge(3, {"2": 1.0}, K6, **T)
+    assert absent.probability_of_expected == 0.0 and absent.verdict == "mismatch"
+
+
+def test_a_count_outside_the_models_classes_is_uncertain_and_says_its_range() -> None:
+    verdict = judge(0, {"1": 1.0}, CountClasses.udacity(), **T)
+    assert verdict.verdict == "uncertain" and verdict.probability_of_expected is None
+    assert verdict.reason == "the model only knows counts 1..5; it cannot judge a recorded 0"
+
+
+def test_labels_rebuild_their_classes() -> None:
+    assert classes_from_labels(["0", "1", "2", "3+"]) == CountClasses(min_count=0, max_count=3, overflow=True)
+    assert classes_from_labels(["1", "2", "3", "4", "5"]) == CountClasses.udacity()
+    with pytest.raises(ValueError, match=r"^no labels$"):
+        classes_from_labels([])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from model.recipes import DEFAULT_RECIPE, RECIPES
@@ -24,3 +26,27 @@ def test_job_overrides_win_over_the_recipe() -> None:
 def test_an_invalid_combination_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown recipe 'fast'"):
         resolve_config(Hyperparameters(recipe="fast"))
+
+
+# -- written after a mutation-testing pass (docs/testing.md)
+
+
+def test_a_configuration_the_trainer_refuses_is_reported_field_by_field() -> None:
+    # The API validates Hyperparameters first; this reaches the trainer's own checks with a bad value.
+    hp = Hyperparameters.model_construct(recipe="smoke", lr=-1.0, batch_size=0)
+    with pytest.raises(ValueError) as caught:
+        resolve_config(hp)
+    assert str(caught.value) == (
+        "invalid training configuration: batch_size: Input should be greater than or equal to 1; "
+        "lr: Input should be greater than 0"
+    )
+
+
+def test_the_resolved_configuration_is_json_and_leaves_out_what_is_not_training() -> None:
+    hp = Hyperparameters(recipe="smoke", epochs=3, time_limit_seconds=600)
+    assert hp.train_config_values() == {"epochs": 3}
+    config = resolve_config(hp)
+    assert config["device"] == "auto" and config["epochs"] == 3
+    # The time limit is the job's, not the trainer's; the recipe is recorded by name, once.
+    assert "time_limit_seconds" not in config and config["recipe"] == "smoke"
+    assert json.loads(json.dumps(config)) == config  # JSON types only: it is stored in a JSON column

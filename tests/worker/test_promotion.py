@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,52 @@ def test_an_active_model_that_cannot_be_evaluated_is_not_replaced_blindly() -> N
     decision = decide("if_better", GOOD, SPLIT, 4, broken)
     assert not decision.promote
     assert "could not be evaluated" in decision.reason and "models/abc/model.pt" in decision.reason
+
+
+# -- the exact decisions and reasons (written after a mutation-testing pass, docs/testing.md)
+
+
+def test_each_policy_states_its_decision_in_full() -> None:
+    never = decide("never", GOOD, SPLIT, 3, must_not_run)
+    assert never.promote is False and never.reason == "policy 'never': registered without promoting"
+    replacing = decide("always", BAD, SPLIT, 3, must_not_run)
+    assert replacing.promote is True
+    assert replacing.reason == "policy 'always': promoted without comparison, replacing version 3"
+    first = decide("always", BAD, SPLIT, None, must_not_run)
+    assert first.reason == "policy 'always': promoted without comparison"
+    empty = decide("if_better", BAD, SPLIT, None, must_not_run)
+    assert empty.promote is True and empty.reason == "policy 'if_better': promoted, no model was active"
+    with pytest.raises(ValueError, match=r"^unknown promotion policy 'sometimes'$"):
+        decide("sometimes", GOOD, SPLIT, 3, must_not_run)
+
+
+def test_a_failed_evaluation_names_the_error_and_never_promotes() -> None:
+    def broken() -> Evaluation:
+        raise FileNotFoundError("models/abc/model.pt")
+
+    decision = decide("if_better", GOOD, SPLIT, 4, broken)
+    assert decision.promote is False and decision.metric is None
+    assert decision.reason == (
+        f"policy 'if_better': not promoted, the active version 4 could not be evaluated on {SPLIT} "
+        "(FileNotFoundError: models/abc/model.pt)"
+    )
+
+
+@pytest.mark.parametrize("which", ["mine", "theirs", "both"])
+def test_an_undefined_figure_on_either_side_never_promotes(which: str) -> None:
+    nan = float("nan")
+    new = replace(GOOD, accuracy=nan) if which in ("mine", "both") else GOOD
+    old = replace(BAD, accuracy=nan) if which in ("theirs", "both") else BAD
+    decision = decide("if_better", new, SPLIT, 5, lambda: old)
+    assert decision.promote is False
+    assert decision.reason == f"policy 'if_better': not promoted, accuracy on {SPLIT} is undefined"
+    assert decision.metric == "accuracy"
+    assert decision.new_value is new.accuracy and decision.active_value is old.accuracy
+
+
+def test_the_comparison_prefers_counts_0_to_5_when_both_models_name_them() -> None:
+    k7 = CountClasses(min_count=0, max_count=7, overflow=True)
+    truth = [0, 1, 2, 3, 4, 5]
+    mine = evaluation(truth, truth, k7)
+    theirs = evaluation([0, 1, 1, 1, 1, 1], truth, K6)
+    assert comparable_metric(mine, theirs) == ("accuracy on counts 0-5", 1.0, pytest.approx(2 / 6))
