@@ -3,19 +3,7 @@ worker, and members of an older group cannot join or keep waiting."""
 
 from __future__ import annotations
 
-import pytest
-
 from records import job_groups, jobs
-from records.db import make_engine, make_session_factory
-from records.migrate import upgrade_database
-
-
-@pytest.fixture
-def sessions(db_url: str):  # type: ignore[no-untyped-def]
-    upgrade_database(db_url)
-    engine = make_engine(db_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def test_nodes_join_the_group_of_the_claim_once_each(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -9,21 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from records import tuning_jobs
-from records.db import make_engine, make_session_factory
+from records.db import make_engine
 from records.migrate import upgrade_database
 from records.orm import TrainingJob, TuningJob, utcnow
 from records.tuning_storage import open_storage
 from settings import Settings
 
 CONFIG = {"epochs": 2, "lr": 0.002, "image_size": 64}
-
-
-@pytest.fixture
-def sessions(db_url: str):  # type: ignore[no-untyped-def]
-    upgrade_database(db_url)
-    engine = make_engine(db_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def new_study(session, trials: int = 5, parallelism: int = 2, timeout_s: int | None = None) -> TuningJob:  # type: ignore[no-untyped-def]
