@@ -44,3 +44,26 @@ def test_class_of_a_count(classes: CountClasses, count: int, index: int | None) 
 def test_impossible_class_sets_are_refused(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CountClasses(**kwargs)
+
+
+def test_count_of_each_class_and_its_bounds() -> None:
+    udacity = CountClasses.udacity()
+    assert [udacity.count_of(i) for i in range(5)] == [1, 2, 3, 4, 5]
+    assert CountClasses().count_of(6) == 6  # the overflow class stands for its smallest count
+    for index in (-1, 5):
+        with pytest.raises(ValueError, match=rf"^class index {index} out of range 0..4$"):
+            udacity.count_of(index)
+
+
+@pytest.mark.parametrize("classes", [CountClasses(), CountClasses.udacity(), CountClasses(2, 9, True)])
+def test_classes_survive_their_stored_form(classes: CountClasses) -> None:
+    stored = classes.to_dict()
+    assert stored == {
+        "min_count": classes.min_count,
+        "max_count": classes.max_count,
+        "overflow": classes.overflow,
+    }
+    assert CountClasses.from_dict(stored) == classes
+    assert CountClasses.from_dict({"min_count": "2", "max_count": "9", "overflow": 1}) == CountClasses(
+        2, 9, True
+    )
