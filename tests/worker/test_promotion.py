@@ -72,7 +72,7 @@ def test_different_classes_compare_on_a_common_count_range() -> None:
     # No range both can name: refuse rather than compare apples with oranges.
     k4_eval = evaluation([1, 2, 3, 4, 4, 1], truth, k4)
     decision = decide("if_better", k4_eval, SPLIT, 2, lambda: theirs)
-    assert not decision.promote and "no count range in common" in decision.reason
+    assert decision.promote is False and "no count range in common" in decision.reason
 
 
 def test_an_active_model_that_cannot_be_evaluated_is_not_replaced_blindly() -> None:
