@@ -68,7 +68,7 @@ def test_the_resolved_configuration_is_json_and_leaves_out_what_is_not_training(
     ],
 )
 def test_an_endpoint_must_name_an_allowed_origin(url: str, ok: bool) -> None:
-    allow = ["http://minio:9000/", "not a url"]
+    allow = ["http://minio:9000/", "not a url", "https://s3.internal:8443"]
     if ok:
         check_endpoint(url, allow)
         return
@@ -76,7 +76,7 @@ def test_an_endpoint_must_name_an_allowed_origin(url: str, ok: bool) -> None:
         check_endpoint(url, allow)
     assert str(caught.value) == (
         "endpoint_url is not on this deployment's list of dataset endpoints "
-        "(BINWATCH_DATASET_ENDPOINT_ALLOWLIST; allowed: http://minio:9000)"
+        "(BINWATCH_DATASET_ENDPOINT_ALLOWLIST; allowed: http://minio:9000, https://s3.internal:8443)"
     )
 
 
@@ -111,3 +111,8 @@ def test_dataset_folders_are_confined_lexically(uri: str, error: str | None) -> 
     if "outside" in error:
         assert str(caught.value).endswith("(BINWATCH_DATASET_ROOTS: /data/abid/, /srv)")
     check_dataset_root(uri, [])  # no roots: anything goes
+
+
+def test_the_root_folder_as_a_root_allows_every_absolute_path() -> None:
+    check_dataset_root("/data/abid", ["/"])
+    check_dataset_root("/", ["/"])
