@@ -1,4 +1,5 @@
-"""worker/registration.py ``_succeed`` when someone promotes another version while the job is deciding.
+"""worker/registration.py ``_succeed`` when someone promotes another version while the job is deciding, and
+when a redelivery finds the version an earlier, crashed delivery registered.
 
 The decision (if_better evaluates the active model on the job's own split, which takes a while) is taken
 outside the promotion lock; under the lock the job checks that the version it compared against is still
@@ -17,16 +18,18 @@ import sqlalchemy as sa
 
 from model.config import TrainConfig
 from model.metrics import Evaluation
+from model.training import TrainResult
 from records import model_versions, registry
 from records.artifacts import open_artifact_store
 from records.migrate import upgrade_database
-from records.orm import ModelVersion, Promotion
+from records.orm import ModelVersion, Promotion, TrainingJob
 from settings import Settings
 from tests.api.support import tiny_checkpoint
 from tests.worker.support import Jobs
 from tests.worker.test_runner import make_settings
 from worker.job_data import JobData
-from worker.runner import JobRun, Outcome, Resources
+from worker.outcomes import LeaseLost
+from worker.runner import JobRun, Outcome, Resources, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +119,40 @@ def test_a_job_whose_comparison_keeps_going_stale_gives_up_without_promoting(
     # The rivals' last promotion stands; the job's version is registered (its model is kept) but not active.
     assert active is not None and active.id == second
     assert mine is not None and not mine.is_active
+
+
+class DiesAfterRegistering(JobRun):
+    """A run whose process dies right after its version is registered, before the promotion and the job's
+    end are written (LeaseLost makes the run stop without touching the job, as a dead process would)."""
+
+    def _register(self, job: TrainingJob, data: JobData, result: TrainResult) -> ModelVersion:
+        version = super()._register(job, data, result)
+        raise LeaseLost(f"died after registering version {version.id}")
+
+
+def test_the_redelivery_after_a_crash_finds_the_registered_version_and_adds_none(
+    env: tuple[Jobs, Resources, list[int]],
+) -> None:
+    helper, res, (first, _second, _third) = env
+    job_id = helper.submit(policy="always", enqueue=False, epochs=1)
+    assert DiesAfterRegistering(job_id, res).run() == Outcome.LOST
+    [registered] = versions_of(helper, job_id)
+    job = helper.get(job_id)
+    assert job.status == "running" and job.model_version_id is None and not registered.is_active
+    with helper.sessions() as s:  # its worker is gone: the heartbeat goes stale
+        s.execute(sa.update(TrainingJob).values(heartbeat_at=sa.func.now() - sa.text("interval '1 hour'")))
+        s.commit()
+
+    assert run_job(job_id, res) == Outcome.SUCCEEDED  # the redelivered message
+    job = helper.get(job_id)
+    [version] = versions_of(helper, job_id)
+    assert version.id == registered.id and version.is_active and job.model_version_id == version.id
+    assert job.attempts == 2 and [e.epoch for e in helper.epochs(job_id)] == [1]  # epoch 1 not trained again
+    assert (
+        job.promotion_decision == f"policy 'always': promoted without comparison, replacing version {first}"
+    )
+
+
+def versions_of(helper: Jobs, job_id: str) -> list[ModelVersion]:
+    with helper.sessions() as s:
+        return list(s.scalars(sa.select(ModelVersion).where(ModelVersion.training_job_id == job_id)))
