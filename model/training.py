@@ -412,7 +412,7 @@ def train(
         )
         val_loss = float(nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(targets_np)))
         evaluation = evaluate_predictions(softmax(logits), counts_np, classes)
-        score = evaluation.accuracy - 1e-3 * val_loss  # accuracy first, loss breaks ties
+        score = selection_score(evaluation.accuracy, val_loss, len(val_ds))
         is_best = score > best_score
         if is_best:
             best_score, stale = score, 0
@@ -465,6 +465,18 @@ def train(
         result = group.broadcast(result)
     assert result is not None
     return result
+
+
+def selection_score(accuracy: float, val_loss: float, val_size: int) -> float:
+    """How epochs are ranked for ``best.pt``: accuracy first, the validation loss only breaks ties.
+
+    The loss term stays below half an accuracy step (1 / val_size) whatever the loss, so a diverging run
+    (losses in the millions) still keeps its most accurate epoch, not its least bad loss. Non-finite loss:
+    NaN, never best.
+    """
+    if not math.isfinite(val_loss):
+        return math.nan
+    return accuracy - (val_loss / (1.0 + val_loss)) / (2.0 * max(1, val_size))
 
 
 def _agreed(group: Group, should_stop: Callable[[], bool]) -> bool:

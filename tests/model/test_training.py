@@ -17,7 +17,7 @@ from model.evaluation import evaluate_checkpoint
 from model.network import PretrainedWeightsError, build_resnet
 from model.predictor import Predictor
 from model.subsets import stratified_sample
-from model.training import TrainHooks, TrainingCancelled, train
+from model.training import TrainHooks, TrainingCancelled, selection_score, train
 
 pytestmark = pytest.mark.slow
 
@@ -351,3 +351,12 @@ def test_ema_early_stopping_and_channels_last_survive_a_resume(subset, tmp_path:
     assert int(a["ema"]["n_averaged"]) == int(b["ema"]["n_averaged"]) == 2 * len(straight.history)
     for key, value in a["ema"].items():
         assert torch.allclose(value.float(), b["ema"][key].float(), atol=1e-5), key
+
+
+def test_the_most_accurate_epoch_is_best_whatever_its_loss() -> None:
+    # A diverging run: the loss is in the millions, and must not outweigh one more correct bin in 16.
+    assert selection_score(0.375, 288_652.0, 16) > selection_score(0.0, 4_879.8, 16)
+    assert selection_score(6 / 89, 1e12, 89) > selection_score(5 / 89, 0.0, 89)
+    # Equal accuracy: the lower loss wins.
+    assert selection_score(0.5, 0.7, 16) > selection_score(0.5, 0.9, 16) > selection_score(0.5, 1e9, 16)
+    assert math.isnan(selection_score(1.0, math.nan, 16)) and math.isnan(selection_score(1.0, math.inf, 16))
