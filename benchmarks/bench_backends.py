@@ -38,11 +38,11 @@ import torch
 
 from model.abid import LocalSource, load_records
 from model.bundle import materialise
+from model.logits import softmax
 from model.metrics import evaluate_predictions
 from model.onnx_backend import make_session, ort_version, run_session
 from model.predictor import Predictor
 from model.subsets import stratified_sample
-from model.training import softmax
 
 ABID = Path(__file__).resolve().parents[1].parent / "shared" / "abid"
 Forward = Callable[[torch.Tensor], np.ndarray]

@@ -41,8 +41,13 @@ def checkpoint_for(spec: str, tmp: Path) -> Path:
         cfg = TrainConfig(architecture=arch, image_size=int(size), k=12)  # type: ignore[arg-type]
         classes = cfg.count_classes()
         net = build_network(arch, classes.num_classes, image_size=int(size))
-        meta = {"architecture": arch, "classes": classes.to_dict(), "labels": classes.labels,
-                "preprocessing": cfg.preprocessing().to_dict(), "temperature": 1.0}
+        meta = {
+            "architecture": arch,
+            "classes": classes.to_dict(),
+            "labels": classes.labels,
+            "preprocessing": cfg.preprocessing().to_dict(),
+            "temperature": 1.0,
+        }
         path = tmp / spec.replace("@", "-") / "model.pt"
         save_checkpoint(path, net.state_dict(), meta)
         return path

@@ -43,8 +43,10 @@ def main() -> None:
     blobs = [p.read_bytes() for p in photos]
     predictor = Predictor(args.checkpoint, device="cpu")
     size = predictor.preprocessing.image_size
-    print(f"checkpoint {args.checkpoint}: {predictor.metadata['architecture']} at {size}px, "
-          f"torch threads {torch.get_num_threads()}, {len(photos)} full-size photos")
+    print(
+        f"checkpoint {args.checkpoint}: {predictor.metadata['architecture']} at {size}px, "
+        f"torch threads {torch.get_num_threads()}, {len(photos)} full-size photos"
+    )
 
     def decode_full() -> None:
         for b in blobs:
@@ -86,8 +88,10 @@ def main() -> None:
         t1 = time.perf_counter()
         predictor.predict([b])
         lat.append((time.perf_counter() - t1) * 1e3)
-    print(f"end to end (bytes -> counts), batch 16: {len(blobs) / e2e:.1f} img/s; "
-          f"single image median latency {statistics.median(lat):.1f} ms")
+    print(
+        f"end to end (bytes -> counts), batch 16: {len(blobs) / e2e:.1f} img/s; "
+        f"single image median latency {statistics.median(lat):.1f} ms"
+    )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

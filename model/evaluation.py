@@ -12,8 +12,9 @@ from model.abid import BinRecord, Source
 from model.checkpoint import load_model
 from model.classes import CountClasses
 from model.data import BinImages
+from model.logits import predict_logits, softmax
 from model.metrics import Evaluation, evaluate_predictions
-from model.training import predict_logits, resolve_device, softmax
+from model.training import resolve_device
 
 
 @dataclass

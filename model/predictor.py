@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_model
+from model.logits import softmax
 from model.onnx_backend import TORCH_BACKEND, OnnxForward, build_forward, check_backend
 from model.preprocess import ImageInput, preprocess
-from model.training import resolve_device, softmax
+from model.training import resolve_device
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Multi-node training jobs on the workers: node 0 leads the group, the others join it (records/job_groups.py
 says how they find each other through the database; model/distributed.py how the group trains).
 
-- **Node 0** is the worker that claimed the job (``GroupLeading``, a part of ``worker.runner.JobRun``). It
-  starts the group's store on its own address, publishes it, queues one join message per other node and
-  waits for them. Then it starts its extra local processes (``procs_per_node`` > 1) and trains as rank 0:
-  the job's epochs, checkpoints and model version are written exactly as for a one-process job.
+- **Node 0** is the worker that claimed the job (``GroupLeading`` in worker/group_leader.py, a part of
+  ``worker.runner.JobRun``). It starts the group's store on its own address, publishes it, queues one
+  join message per other node and waits for them. Then it starts its extra local processes
+  (``procs_per_node`` > 1) and trains as rank 0: the job's epochs, checkpoints and model version are
+  written exactly as for a one-process job.
 - **Other nodes** (``run_member``, the join task) train as ranks ``node_rank x procs_per_node + i`` and
   write nothing but their own usage entry.
 - **Faults.** The group cannot form in ``BINWATCH_GROUP_FORM_TIMEOUT_SECONDS``: the job fails saying how
@@ -29,19 +30,17 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 from model.config import TrainConfig
-from model.distributed import Group, form, leave, start_store
+from model.distributed import form, leave
 from model.training import TrainHooks, TrainingCancelled, resolve_device, train
 from records import costs, job_groups
-from records.job_queue import QueueUnavailable, enqueue_join, make_celery
 from records.job_spec import DatasetSpec
 from records.orm import TrainingJob
 from settings import Settings, get_settings
 from worker.instance_metadata import instance_type
 from worker.job_data import JobData, load_job_data
-from worker.outcomes import LeaseLost, Outcome
+from worker.outcomes import Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from worker.runner import Resources
@@ -201,99 +200,6 @@ def stop_local_ranks(procs: list[BaseProcess], wait_s: float = 30.0) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-
-
-# ---------------------------------------------------------------------------------------- node 0 (leader)
-
-
-class GroupLeading:
-    """Node 0's side, a part of ``worker.runner.JobRun`` (a mixin)."""
-
-    job_id: str
-    owner: str
-    settings: Settings
-    res: Resources
-    group: Group | None
-    local_ranks: list[BaseProcess]
-    # Methods of JobRun, which this class is a part of (declared for the type checker only).
-    session: Callable[[], Session]
-    should_stop: Callable[[], bool]
-
-    def _lead_group(self, job: TrainingJob, cfg: TrainConfig) -> Group | None:
-        """Form the job's group as its rank 0 (None for a one-process job); raises GroupNotFormed."""
-        world = job.nodes * job.procs_per_node
-        if world == 1:
-            return None
-        import uuid
-
-        timeout = self.settings.group_form_timeout_seconds
-        address = node_address(self.settings)
-        bind_interface(address)
-        store = start_store(address, self.settings.group_timeout_seconds)
-        group_id = uuid.uuid4().hex
-        with self.session() as session:
-            if not job_groups.open_group(
-                session, job.id, self.owner, group_id, socket.gethostname(), address, store.port
-            ):
-                raise LeaseLost(job.id)
-        log.info(
-            "job %s: group %s of %d node(s) x %d process(es) opened at %s:%d",
-            job.id,
-            group_id[:8],
-            job.nodes,
-            job.procs_per_node,
-            address,
-            store.port,
-        )
-        soft = (job.params or {}).get("time_limit_seconds")
-        producer = make_celery(self.settings, producer=True)
-        try:
-            for node_rank in range(1, job.nodes):
-                enqueue_join(producer, self.settings, job.id, group_id, node_rank, soft)
-        except QueueUnavailable as exc:
-            raise GroupNotFormed(f"the other nodes could not be asked to join: {exc}") from exc
-        self._wait_for_members(job, group_id, timeout)
-        self.local_ranks = start_local_ranks(job, 0, address, store.port, self.settings)
-        return form(
-            address=address,
-            port=store.port,
-            world_size=world,
-            rank=0,
-            local_rank=0,
-            device=resolve_device(cfg.device),
-            timeout_s=self.settings.group_timeout_seconds,
-            store=store,
-        )
-
-    def _wait_for_members(self, job: TrainingJob, group_id: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self.session() as session:
-                seated = job_groups.members(session, group_id)
-            if len(seated) == job.nodes:
-                log.info(
-                    "job %s: all %d nodes joined (%s)",
-                    job.id,
-                    job.nodes,
-                    ", ".join(f"{m.node_rank}: {m.host} {m.address}" for m in seated),
-                )
-                return
-            if self.should_stop():
-                raise TrainingCancelled("stopped while its group was forming")
-            if time.monotonic() > deadline:
-                hosts = ", ".join(f"node {m.node_rank} on {m.host}" for m in seated)
-                raise GroupNotFormed(
-                    f"the group of {job.nodes} nodes did not form within {timeout_s:g} s "
-                    f"(BINWATCH_GROUP_FORM_TIMEOUT_SECONDS): {len(seated)} of {job.nodes} joined ({hosts}). "
-                    "Start more `binwatch worker` processes on the training queue, or submit with fewer nodes"
-                )
-            time.sleep(_POLL_S)
-
-    def _leave_group(self) -> None:
-        if self.group is not None:
-            leave()
-        stop_local_ranks(self.local_ranks)
-        self.local_ranks = []
 
 
 # --------------------------------------------------------------------------------------------- the others

@@ -34,17 +34,18 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.abid import DatasetError
-from model.checkpoint import CheckpointError, sidecar_path
+from model.checkpoint import CheckpointError
 from model.config import TrainConfig
 from model.distributed import Group, is_group_lost
-from model.training import EpochResult, TrainHooks, TrainingCancelled, TrainResult
-from records import jobs, model_versions
-from records.artifacts import ArtifactNotFound, ArtifactStore, open_artifact_store
+from model.training import TrainHooks, TrainingCancelled, TrainResult
+from records import jobs
+from records.artifacts import ArtifactStore, open_artifact_store
 from records.db import make_engine, make_session_factory, session_scope
 from records.job_spec import DatasetSpec
 from records.orm import TrainingJob
 from settings import Settings
-from worker.groups import GroupLeading
+from worker.epoch_store import EpochStorage
+from worker.group_leader import GroupLeading
 from worker.heartbeat import Heartbeat
 from worker.job_data import JobData, load_job_data
 from worker.outcomes import LeaseLost, Outcome, StopReason
@@ -99,11 +100,7 @@ def owner_token() -> str:
 # ------------------------------------------------------------------------------------------ the job run
 
 
-def _num(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-class JobRun(Registration, UsageRecording, GroupLeading):
+class JobRun(EpochStorage, Registration, UsageRecording, GroupLeading):
     def __init__(
         self,
         job_id: str,
@@ -134,10 +131,6 @@ class JobRun(Registration, UsageRecording, GroupLeading):
         self.processes = 1
         self.group: Group | None = None
         self.local_ranks: list[BaseProcess] = []
-
-    # -- keys in the artifact store
-    def epoch_prefix(self, epoch: int) -> str:
-        return f"jobs/{self.job_id}/epochs/{epoch:04d}"
 
     def session(self) -> Session:
         return self.res.sessions()
@@ -348,46 +341,13 @@ class JobRun(Registration, UsageRecording, GroupLeading):
         self._delete_prefix(f"jobs/{self.job_id}/epochs/")
         return Outcome.PRUNED
 
-    # -- resume
-    def _restore_checkpoints(self, job: TrainingJob) -> int:
-        """Rebuild the work folder from the artifact store; returns the epoch training resumes after."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        done = job.epoch
-        if done <= 0:
-            return 0
-        with self.session() as session:
-            rows = jobs.epoch_metrics(session, self.job_id)
-        best = [r.epoch for r in rows if r.epoch <= done and (r.metrics or {}).get("is_best")]
-        self.best_epoch = max(best) if best else None
-        try:
-            for name in ("last.pt", "last.json"):
-                self.artifacts.download(f"{self.epoch_prefix(done)}/{name}", self.work_dir / name)
-            if self.best_epoch is not None:
-                for name in ("best.pt", "best.json"):
-                    self.artifacts.download(
-                        f"{self.epoch_prefix(self.best_epoch)}/{name}", self.work_dir / name
-                    )
-        except ArtifactNotFound as exc:
-            # The database says these exist; someone deleted them. Starting over is the only way on.
-            log.warning(
-                "job %s: checkpoint of epoch %d missing (%s); training starts over", self.job_id, done, exc
-            )
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            self.work_dir.mkdir(parents=True)
-            self.best_epoch = None
-            return 0
-        log.info("job %s resumes after epoch %d (best so far: epoch %s)", self.job_id, done, self.best_epoch)
-        return done
-
-    # -- training
     def _train(self, job: TrainingJob, cfg: TrainConfig, data: JobData) -> TrainResult:
         from model.training import train
 
         hooks = TrainHooks(on_epoch_end=self._on_epoch_end, should_stop=self.should_stop, stop_check_every=1)
         self._current_epoch = self.start_epoch
         try:
-            self.group = self._lead_group(job, cfg)  # None for a one-process job (worker/groups.py)
+            self.group = self._lead_group(job, cfg)  # None for a one-process job (worker/group_leader.py)
             return train(
                 cfg,
                 data.source,
@@ -401,81 +361,6 @@ class JobRun(Registration, UsageRecording, GroupLeading):
             )
         finally:
             self._leave_group()
-
-    def _on_epoch_end(self, ep: EpochResult) -> None:
-        prefix = self.epoch_prefix(ep.epoch)
-        # Best before last: a crash in between leaves the database pointing at the previous epoch, whose
-        # files are all still there (older epochs are pruned only after the pointer moves).
-        if ep.is_best:
-            self.artifacts.put_file(f"{prefix}/best.pt", ep.best_path)
-            self.artifacts.put_file(f"{prefix}/best.json", sidecar_path(ep.best_path))
-        self.artifacts.put_file(f"{prefix}/last.pt", ep.last_path)
-        self.artifacts.put_file(f"{prefix}/last.json", sidecar_path(ep.last_path))
-        summary = ep.summary()
-        metrics = model_versions.finite_json(
-            {
-                **summary,
-                "is_best": ep.is_best,
-                "run": self.owner,
-                "resumed_after_epoch": self.start_epoch,
-                "checkpoint": prefix,
-            }
-        )
-        with self.session() as session:
-            stored = jobs.record_epoch(
-                session,
-                self.job_id,
-                self.owner,
-                epoch=ep.epoch,
-                train_loss=ep.train_loss,
-                val_loss=_num(ep.val_loss),
-                val_accuracy=_num(ep.evaluation.accuracy),
-                val_rmse=_num(ep.evaluation.rmse),
-                duration_s=ep.duration_s,
-                metrics=metrics,
-            )
-        if not stored:
-            raise LeaseLost(self.job_id)
-        if ep.is_best:
-            self.best_epoch = ep.epoch
-        self._current_epoch = ep.epoch
-        log.info(
-            "job %s epoch %d/%d: train loss %.4f, val loss %.4f, val accuracy %.3f (%.1fs)%s",
-            self.job_id,
-            ep.epoch,
-            ep.epochs,
-            ep.train_loss,
-            ep.val_loss,
-            ep.evaluation.accuracy,
-            ep.duration_s,
-            " best" if ep.is_best else "",
-        )
-        self._prune(ep.epoch)
-        if self.trial is not None:
-            self.trial.report(ep)  # raises optuna.TrialPruned when the study's pruner says so
-
-    def _prune(self, current: int) -> None:
-        """Drop checkpoints nothing points at any more: only the newest epoch's last.* (what the database
-        points at) and the best epoch's best.* are needed to resume. Best-effort: storage, not correctness."""
-        keep = {f"{self.epoch_prefix(current)}/last.pt", f"{self.epoch_prefix(current)}/last.json"}
-        if self.best_epoch is not None:
-            keep |= {
-                f"{self.epoch_prefix(self.best_epoch)}/best.pt",
-                f"{self.epoch_prefix(self.best_epoch)}/best.json",
-            }
-        try:
-            for key in self.artifacts.list(f"jobs/{self.job_id}/epochs/"):
-                if key not in keep:
-                    self.artifacts.delete(key)
-        except Exception:  # noqa: BLE001
-            log.warning("job %s: could not prune old checkpoints", self.job_id, exc_info=True)
-
-    def _delete_prefix(self, prefix: str) -> None:
-        try:
-            for key in self.artifacts.list(prefix):
-                self.artifacts.delete(key)
-        except Exception:  # noqa: BLE001 - leftover files cost storage, not correctness
-            log.warning("could not delete %s", prefix, exc_info=True)
 
 
 def fail_abandoned(sessions: sessionmaker[Session], job_id: str, error: str) -> bool:
