@@ -20,18 +20,24 @@ from model.config import TrainConfig
 from model.distributed import Group, form, leave, start_store
 from model.training import TrainingCancelled, resolve_device
 from records import job_groups
-from records.job_queue import QueueUnavailable, enqueue_join, make_celery
+from records.job_queue import QueueUnavailable, enqueue_join
 from records.orm import TrainingJob
 from settings import Settings
-from worker.groups import GroupNotFormed, bind_interface, node_address, start_local_ranks, stop_local_ranks
+from worker.groups import (
+    POLL_S,
+    GroupNotFormed,
+    bind_interface,
+    node_address,
+    start_local_ranks,
+    stop_local_ranks,
+)
 from worker.outcomes import LeaseLost
+from worker.producer import producer
 
 if TYPE_CHECKING:  # pragma: no cover
     from worker.runner import Resources
 
 log = logging.getLogger("worker.groups")
-
-_POLL_S = 0.5
 
 
 class GroupLeading:
@@ -72,10 +78,9 @@ class GroupLeading:
             store.port,
         )
         soft = (job.params or {}).get("time_limit_seconds")
-        producer = make_celery(self.settings, producer=True)
         try:
             for node_rank in range(1, job.nodes):
-                enqueue_join(producer, self.settings, job.id, group_id, node_rank, soft)
+                enqueue_join(producer(self.settings), self.settings, job.id, group_id, node_rank, soft)
         except QueueUnavailable as exc:
             raise GroupNotFormed(f"the other nodes could not be asked to join: {exc}") from exc
         self._wait_for_members(job, group_id, timeout)
@@ -113,7 +118,7 @@ class GroupLeading:
                     f"(BINWATCH_GROUP_FORM_TIMEOUT_SECONDS): {len(seated)} of {job.nodes} joined ({hosts}). "
                     "Start more `binwatch worker` processes on the training queue, or submit with fewer nodes"
                 )
-            time.sleep(_POLL_S)
+            time.sleep(POLL_S)
 
     def _leave_group(self) -> None:
         if self.group is not None:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.5
+POLL_S = 0.5
 
 
 class GroupNotFormed(ValueError):
@@ -283,7 +283,7 @@ def _wait_until_seated(
             seated = job_groups.members(session, group_id)
         if len(seated) == nodes:
             return seated[0]
-        time.sleep(_POLL_S)
+        time.sleep(POLL_S)
     return None
 
 

@@ -36,9 +36,10 @@ from model.tuning.objective import objective as objective_named
 from model.tuning.space import SearchSpace
 from model.tuning.study import trial_config
 from records import jobs, model_versions, tuning_jobs
-from records.job_queue import QueueUnavailable, enqueue_training, make_celery
+from records.job_queue import QueueUnavailable, enqueue_training
 from records.orm import TrainingJob, TuningJob
 from records.tuning_storage import load_study
+from worker.producer import producer
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -172,15 +173,6 @@ def begin(res: Resources, job: TrainingJob) -> tuple[StudyTrial, dict[str, Any]]
 
 # ------------------------------------------------------------------------------------ after a trial ends
 
-_producers: dict[str, Any] = {}
-
-
-def _producer(res: Resources) -> Any:
-    url = res.settings.resolved_broker_url
-    if url not in _producers:
-        _producers[url] = make_celery(res.settings, producer=True)
-    return _producers[url]
-
 
 def after_trial(res: Resources, job_id: str) -> None:
     """Bring the study up to date after trial job ``job_id`` ended: Optuna told, trials added, or finished.
@@ -228,7 +220,7 @@ def continue_study(res: Resources, tuning_id: str) -> None:
         session.commit()
     for trial_job_id, task_id, soft in queued:
         try:
-            enqueue_training(_producer(res), res.settings, trial_job_id, str(task_id), soft)
+            enqueue_training(producer(res.settings), res.settings, trial_job_id, str(task_id), soft)
         except QueueUnavailable as exc:
             # Counted as a failed trial; the next trial to end adds another while budget is left.
             with res.sessions() as session:
