@@ -244,10 +244,8 @@ def run_member(
             )
             outcome = Outcome.SKIPPED
             return outcome
-        with res.sessions() as session:
-            row = session.get(TrainingJob, job_id)
-            assert row is not None
-            local = start_local_ranks(row, node_rank, leader.address, int(leader.port or 0), settings)
+        # ``job`` was read (whole) when this node joined; detached since, its columns are still loaded.
+        local = start_local_ranks(job, node_rank, leader.address, int(leader.port or 0), settings)
         seat = Seat(
             job_id,
             leader.address,
