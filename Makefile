@@ -19,6 +19,7 @@ run: venv
 
 test: venv
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

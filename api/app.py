@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from api import thread_budget
+from api import console, thread_budget
 from api.auth_gate import AuthGateMiddleware
 from api.batcher import Batcher
 from api.body_limit import BodyLimitMiddleware
@@ -29,7 +29,7 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
-from api.routes import bins, health, models, predictions, training_jobs, tuning_jobs
+from api.routes import bins, checks, health, models, predictions, reviews, training_jobs, tuning_jobs
 from api.security_headers import SecurityHeadersMiddleware
 from records import apikeys
 from records.artifacts import open_artifact_store
@@ -198,10 +198,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predictions.router)
     app.include_router(bins.router)
+    app.include_router(checks.router)
+    app.include_router(reviews.router)
     app.include_router(models.router)
     # Training-job paths are relative to /v1 (e.g. "/training-jobs" -> /v1/training-jobs).
     app.include_router(training_jobs.router, prefix="/v1")
     app.include_router(tuning_jobs.router, prefix="/v1")
+    # The operator's console at / (api/console/, docs/console.md).
+    console.install(app)
     # Added last = outermost: metrics see every response, including the body limit's 413s.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from api.review_schemas import ReviewOut
 from records.text_rules import SafeText, check_json
 
 # Bins never hold a million objects; the bound also keeps counts inside a 32-bit database integer.
@@ -130,7 +131,9 @@ class BinOut(BaseModel):
 
     id: str
     expected_count: int
-    source: Literal["api", "abid-metadata"] = Field(description="Where the recorded count came from.")
+    source: Literal["api", "abid-metadata", "review"] = Field(
+        description="Where the recorded count came from (review: corrected in a review of a check)."
+    )
     items: list[dict[str, Any]] | None = Field(description="ABID items (BIN_FCSKU_DATA), if loaded from one.")
     created_at: datetime
     updated_at: datetime
@@ -190,6 +193,9 @@ class CheckOut(BaseModel):
     model_version_id: int | None
     image_url: str = Field(description="Where the stored photo can be fetched.")
     created_at: datetime
+    review: ReviewOut | None = Field(
+        default=None, description="What a person said about the photo (POST …/review); null if unreviewed."
+    )
 
 
 class NewCheck(CheckOut):

@@ -21,7 +21,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCOPES = ("predict", "inventory", "train", "admin")
-BIN_SOURCES = ("api", "abid-metadata")
+# "review": corrected by a person reviewing a check in the console (records/reviews.py).
+BIN_SOURCES = ("api", "abid-metadata", "review")
 VERDICTS = ("match", "mismatch", "uncertain")
 MODEL_SOURCES = ("cli", "job")
 # "pruned": a tuning trial (records/tuning_jobs.py) that the study's pruner stopped early.
@@ -391,3 +392,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int]
     response: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+# The console's tables share this Base; importing them here keeps Base.metadata (Alembic, tests) whole.
+from records import orm_console  # noqa: E402, F401

@@ -73,6 +73,19 @@ class Settings(BaseSettings):
         "working within this many seconds. 0: look up every request.",
     )
 
+    console_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 90,
+        description="How long a console sign-in lasts (docs/console.md); signing out or revoking the key "
+        "ends it sooner.",
+    )
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Mark the console's session cookie Secure (sent over HTTPS only). Set it when the "
+        "console is served over HTTPS, as it should be anywhere but on localhost.",
+    )
+
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
         ge=1,

@@ -109,3 +109,37 @@ def deployment(
         api.stop()
         helper.close()
         delete_redis_prefix(redis_url, prefix)
+
+
+# -- the web console's real-browser tests (tests/e2e/browser.py, tests/e2e/test_console_browser.py) ----------
+
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+
+from tests.e2e.browser import describe_page, screenshot, start_chrome  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Debian's headless chromium (1280x900, a fresh profile) for one test module; quit at its end."""
+    tmp = tmp_path_factory.mktemp("chromium")
+    driver = start_chrome(tmp / "profile", log_path=tmp / "chromedriver.log")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """When a test that drives the browser fails, keep a screenshot and the page's HTML as artifacts."""
+    outcome = yield
+    report = outcome.get_result()
+    driver = getattr(item, "funcargs", {}).get("browser")
+    if driver is None or report.when != "call" or not report.failed:
+        return
+    try:
+        path = screenshot(driver, f"FAILED-{item.name}")
+        path.with_suffix(".html").write_text(driver.page_source)
+        report.sections.append(("browser", f"screenshot: {path}\n{describe_page(driver)}"))
+    except Exception as exc:  # noqa: BLE001 - never hide the test's own failure
+        report.sections.append(("browser", f"no screenshot: {exc!r}"))
