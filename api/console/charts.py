@@ -22,8 +22,8 @@ def bar_chart(values: Sequence[tuple[str, int]], title: str, width: int = 720, h
     slot = (width - pad_l - 8) / n
     plot_h = height - pad_b - pad_t
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-labelledby="bt bd" '
-        'xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart" viewBox="0 0 {width} {height}" font-family="sans-serif" role="img" '
+        'aria-labelledby="bt bd" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="bt">{escape(title)}</title>',
         f'<desc id="bd">{escape(", ".join(f"{label}: {v}" for label, v in values))}</desc>',
         f'<text x="4" y="{pad_t + 10}" font-size="11" fill="#5b6470">{top}</text>',
@@ -46,12 +46,18 @@ def bar_chart(values: Sequence[tuple[str, int]], title: str, width: int = 720, h
 
 
 def _panel(
-    series: dict[str, list[tuple[float, float]]], x0: float, y0: float, w: float, h: float, label: str
+    series: dict[str, list[tuple[float, float]]],
+    x0: float,
+    y0: float,
+    w: float,
+    h: float,
+    label: str,
+    y_range: tuple[float, float] | None = None,
 ) -> list[str]:
     points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
     out = [
         f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#d5dae1"/>',
-        f'<text x="{x0}" y="{y0 - 6}" font-size="12" fill="#1b1f24">{escape(label)}</text>',
+        f'<text x="{x0}" y="{y0 - 8}" font-size="16" fill="#1b1f24">{escape(label)}</text>',
     ]
     if not points:
         out.append(f'<text x="{x0 + 10}" y="{y0 + h / 2}" font-size="12" fill="#5b6470">no epochs yet</text>')
@@ -59,7 +65,7 @@ def _panel(
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
     x_lo, x_hi = min(xs), max(xs)
-    y_lo, y_hi = min(ys), max(ys)
+    y_lo, y_hi = y_range or (min(ys), max(ys))
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
     if y_hi == y_lo:
@@ -71,9 +77,14 @@ def _panel(
     def sy(y: float) -> float:
         return y0 + h - 8 - (h - 16) * (y - y_lo) / (y_hi - y_lo)
 
-    out.append(f'<text x="{x0 + 4}" y="{y0 + 14}" font-size="10" fill="#5b6470">{y_hi:.3g}</text>')
-    out.append(f'<text x="{x0 + 4}" y="{y0 + h - 4}" font-size="10" fill="#5b6470">{y_lo:.3g}</text>')
-    legend_y = y0 + 14
+    out.append(f'<text x="{x0 + 4}" y="{y0 + 16}" font-size="13" fill="#5b6470">{y_hi:.3g}</text>')
+    out.append(f'<text x="{x0 + 4}" y="{y0 + h - 6}" font-size="13" fill="#5b6470">{y_lo:.3g}</text>')
+    first, last = int(min(xs)), int(max(xs))
+    out.append(
+        f'<text x="{x0}" y="{y0 + h + 16}" font-size="13" fill="#5b6470">epoch {first}</text>'
+        f'<text x="{x0 + w}" y="{y0 + h + 16}" font-size="13" fill="#5b6470" text-anchor="end">{last}</text>'
+    )
+    legend_y = y0 + 18
     for i, (name, pts) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         good = [(sx(x), sy(y)) for x, y in pts if math.isfinite(y)]
@@ -84,27 +95,29 @@ def _panel(
         for x, y in good:
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"/>')
         out.append(
-            f'<text x="{x0 + w - 110}" y="{legend_y}" font-size="11" fill="{color}">{escape(name)}</text>'
+            f'<text x="{x0 + w - 8}" y="{legend_y}" font-size="13" fill="{color}" text-anchor="end">'
+            f"{escape(name)}</text>"
         )
-        legend_y += 14
+        legend_y += 17
     return out
 
 
 def epoch_curves(epochs: list[dict[str, float | None]], title: str) -> str:
     """Losses (train, val) and val accuracy against the epoch, as a standalone SVG document."""
-    width, height = 720, 260
+    width, height = 720, 280
 
     def pts(key: str) -> list[tuple[float, float]]:
         return [(float(e["epoch"] or 0), float(v)) for e in epochs if (v := e.get(key)) is not None]
 
     body = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" role="img" '
-        'aria-labelledby="ct cd">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        'font-family="sans-serif" role="img" aria-labelledby="ct cd">',
         f'<title id="ct">{escape(title)}</title>',
         f'<desc id="cd">{len(epochs)} epochs: train and validation loss, validation accuracy.</desc>',
         '<rect width="100%" height="100%" fill="#fff"/>',
     ]
-    body += _panel({"train loss": pts("train_loss"), "val loss": pts("val_loss")}, 10, 24, 340, 220, "loss")
-    body += _panel({"val accuracy": pts("val_accuracy")}, 370, 24, 340, 220, "validation accuracy")
+    body += _panel({"train loss": pts("train_loss"), "val loss": pts("val_loss")}, 10, 28, 340, 220, "loss")
+    accuracy = {"val accuracy": pts("val_accuracy")}
+    body += _panel(accuracy, 370, 28, 340, 220, "validation accuracy", y_range=(0.0, 1.0))
     body.append("</svg>")
     return "".join(body)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
 from PIL import Image
+from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from api.console.check_view import Bar

@@ -11,7 +11,8 @@
         if (!html) return;
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
         if (!fresh) return;
-        live.innerHTML = fresh.innerHTML;
+        // Replaced only when something changed, so focus (a keyboard user on Cancel) is not lost for nothing.
+        if (fresh.innerHTML !== live.innerHTML) live.innerHTML = fresh.innerHTML;
         if (fresh.getAttribute("data-live") !== "on") {
           live.setAttribute("data-live", "off");
           clearInterval(timer);
