@@ -33,6 +33,12 @@ class TrainingJobCreate(BaseModel):
                     "promotion_policy": "never",
                     "model_name": "resnet50-k11",
                 },
+                {
+                    "dataset": {"uri": "/data/abid", "limit": 2000, "reviews": {}},
+                    "hyperparameters": {"recipe": "cpu-quick", "epochs": 6},
+                    "promotion_policy": "if_better",
+                    "model_name": "with-reviews",
+                },
             ]
         },
     )

@@ -7,13 +7,28 @@ two sides agree on it without importing each other.
 ``params`` on the row holds both what the client asked (``hyperparameters``) and the full training
 configuration resolved from it at submission (``config``): a later change to a recipe's defaults never
 changes a queued job, and a resumed job compares equal to its own checkpoint.
+
+A dataset is an ABID-layout store (``uri``), the photos people reviewed in the console (``reviews``,
+records/review_dataset.py), or both. The API pins ``reviews.reviewed_before`` to the submission time
+(``DatasetSpec.pinned``), so every process of a job, and every resumption of it, trains on the same
+reviewed photos however many are reviewed meanwhile.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from model.recipes import DEFAULT_RECIPE, RECIPES
 from records.text_rules import SafeLine
@@ -26,8 +41,70 @@ MAX_IDS = 1_000_000
 MAX_EPOCHS = 1000
 
 
+def _not_a_number(value: object) -> object:
+    if isinstance(value, (bool, int, float)):
+        # A Unix time is too easy to get wrong (seconds or milliseconds?); strict fields refuse it too.
+        raise ValueError("give a date and time as ISO 8601 text with a time zone, e.g. 2026-11-01T00:00:00Z")
+    return value
+
+
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is before the first representable instant
+        raise ValueError("the date is out of range") from exc
+
+
+# Strict models take datetimes only as datetime objects when validating Python values, yet a JSON body
+# (FastAPI validates the parsed JSON) and the stored job row carry ISO 8601 text: this one field type is
+# lax, and refuses numbers itself. Normalised to UTC, the form the review timestamps are stored in.
+Timestamp = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_not_a_number), AfterValidator(_as_utc)
+]
+
+# The subset options of the ABID part: without a uri they would select nothing, so they are refused.
+ABID_ONLY_FIELDS = ("endpoint_url", "min_count", "max_count", "ids", "limit")
+
+
+class ReviewsSpec(BaseModel):
+    """Which reviewed checks to train on: photos people counted in the console (records/reviews.py)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{}, {"reviewed_after": "2026-11-01T00:00:00Z", "limit": 5000}]},
+    )
+
+    reviewed_after: Timestamp | None = Field(
+        default=None,
+        description="Only reviews made after this time (ISO 8601 with a time zone). Reviewing a check again "
+        "makes it a new review.",
+    )
+    reviewed_before: Timestamp | None = Field(
+        default=None,
+        description="Only reviews made before this time. Default: when the job was submitted (the API "
+        "fills it in), so a job resumed later, or trained by several processes, sees the same photos.",
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many reviewed photos: the most recently reviewed ones (of those in the "
+        "time window).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered_times(self) -> ReviewsSpec:
+        after, before = self.reviewed_after, self.reviewed_before
+        if after is not None and before is not None and after >= before:
+            raise ValueError(
+                f"reviewed_after {after.isoformat()} is not before reviewed_before {before.isoformat()}"
+            )
+        return self
+
+
 class DatasetSpec(BaseModel):
-    """An ABID-layout dataset and which of its bins to use (the options of ``binwatch train``)."""
+    """What a job trains on: an ABID-layout dataset (the options of ``binwatch train``), the photos people
+    reviewed in the console, or both (the reviewed ones are added to the ABID bins)."""
 
     # strict: a JSON value of the wrong type ("seed": false, "limit": "10") is refused, never coerced.
     model_config = ConfigDict(
@@ -37,15 +114,30 @@ class DatasetSpec(BaseModel):
             "examples": [
                 {"uri": "/data/abid", "limit": 2000, "seed": 0},
                 {"uri": "s3://my-bucket/abid/", "min_count": 0, "max_count": 10},
-            ]
+                {"uri": "/data/abid", "limit": 2000, "reviews": {}},
+                {"reviews": {"reviewed_after": "2026-11-01T00:00:00Z"}},
+            ],
+            # One or both; a schema that says so lets clients (and the API fuzzer) know it.
+            "anyOf": [
+                {"required": ["uri"], "properties": {"uri": {"type": "string"}}},
+                {"required": ["reviews"], "properties": {"reviews": {"type": "object"}}},
+            ],
         },
     )
 
-    uri: SafeLine = Field(
+    uri: SafeLine | None = Field(
+        default=None,
         min_length=1,
         max_length=2048,
         description="A folder on the worker hosts, or s3://bucket/prefix, in ABID layout "
-        "(bin-images/<id>.jpg, metadata/<id>.json, optional manifest.csv with a train/val split).",
+        "(bin-images/<id>.jpg, metadata/<id>.json, optional manifest.csv with a train/val split). "
+        "Leave it out to train on reviewed photos only (`reviews`).",
+    )
+    reviews: ReviewsSpec | None = Field(
+        default=None,
+        description="Add the photos people reviewed in the console (confirmed or counted, never unusable) "
+        "with the count they gave; `{}` takes them all. They get a stratified train/val split of their own "
+        "and are added to the ABID bins of `uri`, or used alone without one.",
     )
     endpoint_url: SafeLine | None = Field(
         default=None,
@@ -54,33 +146,68 @@ class DatasetSpec(BaseModel):
         "allow-list (BINWATCH_DATASET_ENDPOINT_ALLOWLIST, empty by default) are accepted.",
     )
     min_count: int | None = Field(
-        default=None, ge=0, description="Only bins with at least this many objects."
+        default=None, ge=0, description="Only ABID bins (uri) with at least this many objects."
     )
-    max_count: int | None = Field(default=None, ge=0, description="Only bins with at most this many objects.")
+    max_count: int | None = Field(
+        default=None, ge=0, description="Only ABID bins (uri) with at most this many objects."
+    )
     ids: list[Annotated[SafeLine, Field(min_length=1, max_length=128)]] | None = Field(
         default=None,
         max_length=MAX_IDS,
-        description="Only these bin ids (strings: '00121' and '121' differ). "
+        description="Only these ABID bin ids (strings: '00121' and '121' differ). "
         "`binwatch jobs submit --ids FILE` and `--file-list file_list.json` send their ids here.",
     )
-    limit: int | None = Field(default=None, ge=1, description="At most this many bins, stratified by count.")
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many ABID bins (uri), stratified by count; reviews.limit caps the "
+        "reviewed photos.",
+    )
     seed: int = Field(default=0, description="Seed for sampling and splitting.")
     val_fraction: float = Field(
-        default=0.15, gt=0, lt=1, description="Validation share when the dataset has no manifest split."
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Validation share when the ABID dataset has no manifest split, and of the reviewed "
+        "photos.",
     )
 
     @field_validator("uri")
     @classmethod
-    def _supported_uri(cls, value: str) -> str:
-        if "://" in value and not value.startswith("s3://"):
+    def _supported_uri(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("s3://"):
             raise ValueError("use a folder path or an s3://bucket/prefix URI")
         return value
 
     @model_validator(mode="after")
-    def _ordered_counts(self) -> DatasetSpec:
+    def _consistent(self) -> DatasetSpec:
+        if self.uri is None and self.reviews is None:
+            raise ValueError(
+                "a dataset needs uri (an ABID-layout folder or s3:// prefix), reviews (the photos reviewed "
+                'in the console: "reviews": {}), or both'
+            )
+        if self.uri is None:
+            given = [name for name in ABID_ONLY_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} select{'s' if len(given) == 1 else ''} bins of the ABID dataset, "
+                    "and there is no uri; give one, or leave them out (reviews.limit caps reviewed photos)"
+                )
         if self.min_count is not None and self.max_count is not None and self.min_count > self.max_count:
             raise ValueError(f"min_count {self.min_count} is above max_count {self.max_count}")
         return self
+
+    def pinned(self, now: datetime) -> DatasetSpec:
+        """This spec with ``reviews.reviewed_before`` set to ``now`` unless the client set it: the job's
+        reviewed photos are then fixed at submission (the API calls this)."""
+        if self.reviews is None or self.reviews.reviewed_before is not None:
+            return self
+        reviews = self.reviews.model_copy(update={"reviewed_before": _as_utc(now)})
+        return self.model_copy(update={"reviews": reviews})
+
+    def stored(self) -> dict[str, Any]:
+        """The spec as the job row's JSON (``dataset``): unset options left out, times as ISO 8601 text."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Hyperparameters(BaseModel):
@@ -198,6 +325,7 @@ def check_dataset_root(uri: str, roots: list[str]) -> None:
 
     Compared lexically (``..`` collapsed, no symlinks followed: the API does not see the worker hosts'
     disks). s3:// URIs are not folders and pass; endpoints have their own list (``check_endpoint``).
+    A dataset without a uri (reviewed photos only) has no folder to check: callers skip the call.
     """
     import posixpath
 

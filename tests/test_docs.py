@@ -23,7 +23,13 @@ def test_config_table_matches_settings() -> None:
 
 def test_linked_docs_exist() -> None:
     for link in re.findall(r"\]\((docs/[^)]+)\)", README):
-        assert (REPO / link).is_file(), link
+        path, _, anchor = link.partition("#")
+        assert (REPO / path).is_file(), link
+        if anchor:
+            # GitHub's anchor of a heading: lower case, spaces to dashes, punctuation dropped.
+            headings = re.findall(r"^#+ (.+)$", (REPO / path).read_text(), flags=re.M)
+            anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+            assert anchor in anchors, f"{link}: no heading with that anchor"
 
 
 def test_the_two_commands_are_the_makefile_targets_and_ci_runs_the_test_one() -> None:

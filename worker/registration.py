@@ -83,6 +83,8 @@ class Registration:
                 "evaluated_on": data.split,
                 "dataset": job.dataset.get("uri"),
                 "train_bins": len(data.train),
+                # How many of the bins are photos people reviewed (dataset.reviews), train and val.
+                **({"reviewed_examples": data.reviewed} if data.reviewed else {}),
                 "history": result.history,
                 "resumed_after_epoch": result.resumed_from_epoch,
             }

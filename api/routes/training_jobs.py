@@ -41,6 +41,7 @@ from records.job_spec import (
     check_endpoint,
     resolve_config,
 )
+from records.orm import utcnow
 from settings import Settings
 
 log = logging.getLogger("binwatch.api.training_jobs")
@@ -182,7 +183,8 @@ def submit_job(
     """Queue a training job; a worker on the `training` queue runs it. Answers 202 with the job, whose
     `status` then moves through queued, running and succeeded / failed / cancelled
     (`GET /v1/training-jobs/{id}`). The dataset path is read by the worker hosts; a path they cannot read
-    fails the job with a readable `error` within seconds of it starting."""
+    fails the job with a readable `error` within seconds of it starting. `"reviews": {}` adds the photos
+    people reviewed (the reviews made before this submission), or trains on them alone without a `uri`."""
     idem = idempotency.request_for(
         idempotency_key, principal.key_id, "POST /v1/training-jobs", body.model_dump_json()
     )
@@ -197,7 +199,8 @@ def submit_job(
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
     try:
-        check_dataset_root(body.dataset.uri, settings.dataset_roots)
+        if body.dataset.uri is not None:  # None: reviewed photos only, no folder to check
+            check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
     hp = body.hyperparameters
@@ -218,7 +221,8 @@ def submit_job(
     task_id = uuid.uuid4().hex
     job = job_records.create_job(
         db,
-        dataset=body.dataset.model_dump(exclude_none=True),
+        # Reviewed photos are fixed now: a job resumed later trains on the same ones.
+        dataset=body.dataset.pinned(utcnow()).stored(),
         params={
             "hyperparameters": hp.model_dump(exclude_none=True),
             "config": config,

@@ -328,7 +328,8 @@ def submit_tuning_job(
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
     try:
-        check_dataset_root(body.dataset.uri, settings.dataset_roots)
+        if body.dataset.uri is not None:  # None: reviewed photos only, no folder to check
+            check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
     if body.trials > settings.tuning_max_trials:
@@ -373,7 +374,8 @@ def submit_tuning_job(
     soft, _hard = time_limits(settings, hp.time_limit_seconds)
     job = tuning_jobs.create_tuning_job(
         db,
-        dataset=body.dataset.model_dump(exclude_none=True),
+        # Reviewed photos are fixed now: a job resumed later trains on the same ones.
+        dataset=body.dataset.pinned(utcnow()).stored(),
         params={
             "hyperparameters": hp.model_dump(exclude_none=True),
             "config": config,

@@ -35,7 +35,9 @@ from binwatch.cli.options import (
     Optimizer,
     OutOfRange,
     Recipe,
+    Reviews,
     Schedule,
+    submitted_dataset,
 )
 
 console = Console(highlight=False)
@@ -132,11 +134,12 @@ def _read_ids(ids: Path | None, file_list: Path | None) -> list[str] | None:
 @command(app, "submit")
 def submit(
     data: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="ABID-layout dataset as the worker hosts see it: a folder or s3://bucket/prefix."
+            help="ABID-layout dataset as the worker hosts see it: a folder or s3://bucket/prefix. "
+            "Optional with --reviews."
         ),
-    ],
+    ] = None,
     recipe: Recipe = None,
     arch: Arch = None,
     epochs: Epochs = None,
@@ -166,6 +169,7 @@ def submit(
         Path | None, typer.Option("--file-list", help="Udacity-style file_list.json (read here).")
     ] = None,
     limit: Limit = None,
+    reviews: Reviews = False,
     val_fraction: Annotated[
         float | None, typer.Option(help="Validation share when the data has no manifest split.")
     ] = None,
@@ -184,11 +188,13 @@ def submit(
     """Submit a training job; prints its id (and follows it with --watch).
 
     The options are those of `binwatch train`; the dataset path must be readable by the worker hosts.
+    --reviews adds the photos reviewed in the console (the subset options select ABID bins only).
 
         binwatch jobs submit /data/abid --recipe cpu-quick --limit 2000 --policy if_better --watch
         binwatch jobs submit s3://bucket/abid/ --recipe gpu-full --nodes 2 --procs-per-node 4
+        binwatch jobs submit /data/abid --limit 2000 --reviews --recipe cpu-quick
     """
-    dataset: dict[str, Any] = {"uri": data}
+    dataset = submitted_dataset(data, reviews)
     for key, value in {
         "endpoint_url": endpoint_url,
         "min_count": min_count,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +34,28 @@ Limit = Annotated[
     int | None,
     typer.Option("--limit", min=1, help="At most this many bins, sampled keeping each count's share."),
 ]
+# Training jobs only: the worker reads the reviews from the deployment's database.
+Reviews = Annotated[
+    bool,
+    typer.Option(
+        "--reviews",
+        help="Also train on the photos people reviewed in the console (confirmed or counted); "
+        "without DATA, on them alone.",
+    ),
+]
+
+
+def submitted_dataset(data: str | None, reviews: bool) -> dict[str, Any]:
+    """A job's ``dataset``: the ABID uri (DATA), the reviewed photos (``{}`` takes them all), or both."""
+    if data is None and not reviews:
+        raise typer.BadParameter(
+            "give a DATA folder (or s3:// prefix), --reviews, or both", param_hint="DATA"
+        )
+    dataset: dict[str, Any] = {} if data is None else {"uri": data}
+    if reviews:
+        dataset["reviews"] = {}
+    return dataset
+
 
 # -- how to train --------------------------------------------------------------------------------------
 Recipe = Annotated[

@@ -28,6 +28,8 @@ from binwatch.cli.options import (
     MaxCount,
     MinCount,
     Recipe,
+    Reviews,
+    submitted_dataset,
 )
 
 console = Console(highlight=False)
@@ -129,13 +131,16 @@ def _points(points: list[str]) -> list[dict[str, Any]]:
 
 @command(app, "submit")
 def submit(
-    data: Annotated[str, typer.Argument(help="ABID-layout dataset as the worker hosts see it.")],
     space: Annotated[
         list[str],
         typer.Option(
             "--space", help="A setting to search (repeatable), as for `binwatch tune`: lr=1e-4..1e-2:log."
         ),
     ],
+    data: Annotated[
+        str | None,
+        typer.Argument(help="ABID-layout dataset as the worker hosts see it. Optional with --reviews."),
+    ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials in all (complete, pruned or failed).")] = 12,
     parallelism: Annotated[int, typer.Option(min=1, help="Trials running at once, at most.")] = 2,
     timeout: Annotated[
@@ -159,6 +164,7 @@ def submit(
     min_count: MinCount = None,
     max_count: MaxCount = None,
     limit: Limit = None,
+    reviews: Reviews = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling, splitting and the sampler.")] = 0,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the study until it ends.")] = False,
     url: Url = DEFAULT_URL,
@@ -169,8 +175,9 @@ def submit(
 
         binwatch tuning submit /data/abid --recipe cpu-quick --limit 2000 --space lr=1e-4..1e-2:log \\
             --space image_size=96,112,128 --trials 12 --parallelism 4 --watch
+        binwatch tuning submit --reviews --recipe cpu-quick --space lr=1e-4..1e-2:log --trials 8
     """
-    dataset: dict[str, Any] = {"uri": data, "seed": seed}
+    dataset = submitted_dataset(data, reviews) | {"seed": seed}
     for key, value in {
         "endpoint_url": endpoint_url,
         "min_count": min_count,

@@ -190,15 +190,38 @@ def set_width(driver: WebDriver, px: int) -> None:
 
 def sign_in(driver: WebDriver, base_url: str, key: str, timeout: float = 20) -> None:
     """Sign in to the console with an API key: open /signin, type ``key`` into the input labelled "API key"
-    (id ``api_key``), press the "Sign in" button and wait until the browser has left /signin."""
-    driver.get(f"{base_url.rstrip('/')}/signin")
-    field = wait_for_element(driver, By.ID, "api_key", timeout)
-    label = field.accessible_name or ""
-    assert "api key" in label.lower(), f"the #api_key input is labelled {label!r}, not 'API key'"
-    field.clear()
-    field.send_keys(key)
-    wait_for_button(driver, "Sign in", timeout).click()
-    wait_for(driver, lambda d: current_path(d) != "/signin", timeout, "the browser to leave /signin")
+    (id ``api_key``), press the "Sign in" button and wait until the browser has left /signin.
+
+    A page that answers with an error (role=alert) fails at once, with its message. Typing into a page
+    that the browser was still replacing has been seen to lose the key (the form then stays, empty, on
+    /signin): the key is checked in the field before the click, and a form left empty is tried again,
+    printed in the test's output, at most twice.
+    """
+    for attempt in (1, 2, 3):
+        driver.get(f"{base_url.rstrip('/')}/signin")
+        field = wait_for_element(driver, By.ID, "api_key", timeout)
+        label = field.accessible_name or ""
+        assert "api key" in label.lower(), f"the #api_key input is labelled {label!r}, not 'API key'"
+        field.clear()
+        field.send_keys(key)
+        wait_for(
+            driver,
+            lambda d: d.find_element(By.ID, "api_key").get_property("value") == key,
+            5,
+            "the key typed",
+        )
+        wait_for_button(driver, "Sign in", timeout).click()
+        try:
+            wait_for(
+                driver, lambda d: current_path(d) != "/signin", timeout / 2, "the browser to leave /signin"
+            )
+            return
+        except AssertionError:
+            alerts = driver.find_elements(By.CSS_SELECTOR, "[role=alert]")
+            if alerts:
+                raise AssertionError(f"sign-in refused: {alerts[0].text}") from None
+            print(f"sign_in: attempt {attempt} stayed on an empty /signin form; trying again")
+    raise AssertionError(f"could not sign in after 3 attempts:\n{describe_page(driver)}")
 
 
 def sign_out(driver: WebDriver, timeout: float = 20) -> None:

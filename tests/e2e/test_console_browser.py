@@ -227,8 +227,9 @@ def test_every_page_fits_a_phone_and_a_desktop(
                 wait_for_element(browser, By.TAG_NAME, "h1")
                 assert horizontal_overflow(browser) == 0, (width, path)
                 _accessible(browser, path)
-                if width == 390 and path in ("/queue", f"/checks/{min(flagged)}"):
-                    screenshot(browser, "phone-queue" if path == "/queue" else "phone-review")
+                if width == 390 and path in ("/", "/queue", f"/checks/{min(flagged)}"):
+                    name = {"/": "phone-overview", "/queue": "phone-queue"}.get(path, "phone-review")
+                    screenshot(browser, name)
         set_width(browser, 1280)
         browser.get(url + "/")
         screenshot(browser, "overview", full_page=True)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from model.recipes import DEFAULT_RECIPE, RECIPES
-from records.job_spec import Hyperparameters, check_dataset_root, check_endpoint, resolve_config
+from records.job_spec import (
+    DatasetSpec,
+    Hyperparameters,
+    ReviewsSpec,
+    check_dataset_root,
+    check_endpoint,
+    resolve_config,
+)
 
 
 def test_a_job_without_a_recipe_trains_the_default_recipe() -> None:
@@ -116,3 +125,71 @@ def test_dataset_folders_are_confined_lexically(uri: str, error: str | None) -> 
 def test_the_root_folder_as_a_root_allows_every_absolute_path() -> None:
     check_dataset_root("/data/abid", ["/"])
     check_dataset_root("/", ["/"])
+
+
+# -- datasets of reviewed photos (records/review_dataset.py)
+
+
+def test_a_dataset_needs_a_uri_or_reviews_and_says_so() -> None:
+    for empty in ({}, {"uri": None, "reviews": None}, {"seed": 3}):
+        with pytest.raises(ValidationError) as caught:
+            DatasetSpec.model_validate(empty)
+        message = str(caught.value)
+        assert "a dataset needs uri" in message and "reviews" in message and "or both" in message
+
+
+def test_reviews_alone_or_added_to_an_abid_dataset() -> None:
+    alone = DatasetSpec.model_validate({"reviews": {}})
+    assert alone.uri is None and alone.reviews == ReviewsSpec()
+    assert alone.stored() == {"reviews": {}, "seed": 0, "val_fraction": 0.15}
+    both = DatasetSpec.model_validate({"uri": "/data/abid", "limit": 60, "reviews": {"limit": 500}})
+    assert both.limit == 60 and both.reviews is not None and both.reviews.limit == 500
+    assert DatasetSpec.model_validate({"uri": "/data/abid"}).reviews is None
+
+
+def test_the_abid_subset_options_need_a_uri() -> None:
+    with pytest.raises(ValidationError) as caught:
+        DatasetSpec.model_validate({"reviews": {}, "limit": 10, "min_count": 1})
+    assert "min_count, limit select bins of the ABID dataset, and there is no uri" in str(caught.value)
+    assert "reviews.limit caps reviewed photos" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reviews",
+    [
+        {"limit": 0},
+        {"limit": "10"},
+        {"limit": True},
+        {"since": "2026-11-01T00:00:00Z"},
+        {"reviewed_after": 1767225600},
+        {"reviewed_after": True},
+        {"reviewed_after": "2026-11-01T00:00:00"},  # no time zone: which 00:00?
+        {"reviewed_after": "yesterday"},
+        {"reviewed_after": "0001-01-01T00:00:00+14:00"},  # before the first instant there is
+        {"reviewed_after": "2026-11-02T00:00:00Z", "reviewed_before": "2026-11-01T00:00:00Z"},
+    ],
+)
+def test_reviews_options_are_strict(reviews: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        DatasetSpec.model_validate({"reviews": reviews})
+    with pytest.raises(ValidationError):
+        DatasetSpec.model_validate({"uri": "/data/abid", "reviews": reviews})
+
+
+def test_review_times_are_iso_text_normalised_to_utc_both_ways() -> None:
+    spec = DatasetSpec.model_validate({"reviews": {"reviewed_after": "2026-11-01T01:00:00+01:00"}})
+    assert spec.reviews is not None and spec.reviews.reviewed_after == datetime(2026, 11, 1, tzinfo=UTC)
+    stored = spec.stored()
+    assert stored["reviews"] == {"reviewed_after": "2026-11-01T00:00:00Z"}
+    # The worker reads the stored JSON back into an equal spec.
+    assert DatasetSpec.model_validate(json.loads(json.dumps(stored))) == spec
+
+
+def test_pinning_fixes_the_reviews_at_submission_unless_the_client_chose_a_time() -> None:
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    pinned = DatasetSpec.model_validate({"reviews": {}}).pinned(now)
+    assert pinned.reviews is not None and pinned.reviews.reviewed_before == now
+    chosen = DatasetSpec.model_validate({"reviews": {"reviewed_before": "2026-11-01T00:00:00Z"}}).pinned(now)
+    assert chosen.reviews is not None and chosen.reviews.reviewed_before == datetime(2026, 11, 1, tzinfo=UTC)
+    abid = DatasetSpec.model_validate({"uri": "/data/abid"})
+    assert abid.pinned(now) == abid

@@ -189,7 +189,7 @@ class Jobs:
         with self.sessions() as session:
             job = jobs.create_job(
                 session,
-                dataset=spec.model_dump(exclude_none=True),
+                dataset=spec.stored(),
                 params={
                     "hyperparameters": hp.model_dump(exclude_none=True),
                     "config": config,

@@ -188,10 +188,16 @@ def test_submit_and_cancel_a_training_job(console: Console) -> None:
     cancelled = trainer.post(job_path + "/cancel")
     assert cancelled.status_code == 303
     job_id = job_path.rsplit("/", 1)[1]
-    status = console.service.client.get(
-        f"/v1/training-jobs/{job_id}", headers=console.service.headers()
-    ).json()
+    service = console.service
+    status = service.client.get(f"/v1/training-jobs/{job_id}", headers=service.headers()).json()
     # No worker runs here: the job was still queued, so it is cancelled at once.
     assert status["status"] == "cancelled"
+    # The form's "add reviewed photos" box: a job on reviews alone (no ABID folder).
+    on_reviews = trainer.post("/jobs", {"uri": "", "reviews": "on", "recipe": "smoke"})
+    assert on_reviews.status_code == 303, on_reviews.text[-2000:]
+    reviews_job = on_reviews.headers["location"].rsplit("/", 1)[1]
+    answer = service.client.get(f"/v1/training-jobs/{reviews_job}", headers=service.headers())
+    dataset = answer.json()["dataset"]
+    assert "uri" not in dataset and "reviewed_before" in dataset["reviews"]
     curves = trainer.get(job_path + "/curves.svg")
     assert curves.status_code == 200 and curves.text.startswith("<svg")
