@@ -19,8 +19,9 @@ from api.console.session import State, Viewer, checked_form, require
 from api.deps import AppState
 from api.problems import Problem
 from api.routes.training_jobs import cancel_training_job, submit_job
-from api.routes.tuning_jobs import cancel_tuning, get_tuning_picture, tuning_out
+from api.routes.tuning_jobs import cancel_tuning, get_tuning_picture
 from api.training_job_schemas import TrainingJobCreate, job_out
+from api.tuning_job_schemas import tuning_out
 from model.recipes import DEFAULT_RECIPE, RECIPES
 from records import jobs as job_records
 from records import tuning_jobs
