@@ -199,9 +199,16 @@ class DatasetSpec(BaseModel):
 
     def pinned(self, now: datetime) -> DatasetSpec:
         """This spec with ``reviews.reviewed_before`` set to ``now`` unless the client set it: the job's
-        reviewed photos are then fixed at submission (the API calls this)."""
+        reviewed photos are then fixed at submission (the API calls this). ValueError when the window
+        it gives is empty (reviewed_after not before now)."""
         if self.reviews is None or self.reviews.reviewed_before is not None:
             return self
+        after = self.reviews.reviewed_after
+        if after is not None and after >= now:
+            raise ValueError(
+                f"reviews.reviewed_after {after.isoformat()} is not before this submission "
+                f"({_as_utc(now).isoformat()}): no review made so far could be used"
+            )
         reviews = self.reviews.model_copy(update={"reviewed_before": _as_utc(now)})
         return self.model_copy(update={"reviews": reviews})
 

@@ -3,9 +3,11 @@
 Kept apart from records/orm.py (same ``Base``, same conventions) because they belong to one capability,
 the operator's console (api/console/); records/orm.py imports this module so the metadata is whole.
 
-- ``check_reviews``: one row per reviewed check (a second review of the same check replaces the first,
-  keeping who and when of the latest). ``seen_count`` is the count a person confirmed or entered; it is
-  NULL when the photo was marked unusable. Reviewed checks with a count are a training dataset
+- ``check_reviews``: every review ever made, never updated (a check's review is its latest row, by id).
+  Keeping them all is the audit trail (who said what, when), and it makes "the reviews made before time
+  T" a fixed set: a training job pinned to T sees the same photos and counts however the checks are
+  reviewed afterwards. ``seen_count`` is the count a person confirmed or entered; it is NULL when the
+  photo was marked unusable. Reviewed checks with a count are a training dataset
   (records/review_dataset.py).
 - ``console_sessions``: a signed-in browser. The cookie holds a random token; only its sha256 is stored,
   like API keys. A session lives no longer than its key: a revoked key ends it at the next request.
@@ -33,7 +35,7 @@ class CheckReview(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    check_id: Mapped[int] = mapped_column(sa.ForeignKey("bin_checks.id", ondelete="CASCADE"), unique=True)
+    check_id: Mapped[int] = mapped_column(sa.ForeignKey("bin_checks.id", ondelete="CASCADE"), index=True)
     bin_id: Mapped[str] = mapped_column(sa.String(128), index=True)
     outcome: Mapped[str] = mapped_column(sa.String(16))
     seen_count: Mapped[int | None]

@@ -8,8 +8,10 @@ A review says what a person sees in a check's photo:
 
 With ``correct_record`` a ``counted`` review also sets the bin's recorded count to ``seen_count`` in the
 same transaction (source ``review``), which, as any changed count does, clears the bin's last verdict.
-A check is reviewed once; reviewing it again replaces the review (who and when are the latest ones).
-Functions flush, never commit: the caller owns the transaction.
+Every review is kept (an append-only history); a check's review is its latest one. Reviewing again adds
+a row, so two people saving a review of one check at once both succeed (the later wins) and a training
+job pinned to a time keeps seeing the reviews made before it. Functions flush, never commit: the caller
+owns the transaction.
 """
 
 from __future__ import annotations
@@ -86,31 +88,58 @@ def review_check(
         raise ValueError("only a 'counted' review can correct the bin's record (it needs the count you saw)")
     bin_ = bin_records.require_bin(session, bin_id)
     recorded = bin_.expected_count
-    review = session.scalars(sa.select(CheckReview).where(CheckReview.check_id == check_id)).one_or_none()
-    if review is None:
-        review = CheckReview(check_id=check_id, bin_id=bin_id)
-        session.add(review)
-    review.outcome = outcome
-    review.seen_count = count
-    review.recorded_count = recorded
-    review.corrected_record = bool(correct_record and count != recorded)
-    review.reviewer = reviewer[:200]
-    review.reviewed_at = utcnow()
-    if review.corrected_record:
+    corrected = bool(correct_record and count != recorded)
+    review = CheckReview(
+        check_id=check_id,
+        bin_id=bin_id,
+        outcome=outcome,
+        seen_count=count,
+        recorded_count=recorded,
+        corrected_record=corrected,
+        reviewer=reviewer[:200],
+        reviewed_at=utcnow(),
+    )
+    session.add(review)
+    if corrected:
         assert count is not None
         bin_records.put_bin(session, bin_id, count, source="review", items=bin_.items)
     session.flush()
     return review
 
 
+def _latest(*window: sa.ColumnElement[bool]) -> sa.Subquery:
+    """Each reviewed check's latest review (``check_id``, ``review_id``), among the reviews in ``window``."""
+    return (
+        sa.select(CheckReview.check_id, sa.func.max(CheckReview.id).label("review_id"))
+        .where(*window)
+        .group_by(CheckReview.check_id)
+        .subquery()
+    )
+
+
 def review_of(session: Session, check_id: int) -> CheckReview | None:
-    return session.scalars(sa.select(CheckReview).where(CheckReview.check_id == check_id)).one_or_none()
+    """The check's current review: its latest."""
+    query = (
+        sa.select(CheckReview)
+        .where(CheckReview.check_id == check_id)
+        .order_by(CheckReview.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def history(session: Session, check_id: int) -> list[CheckReview]:
+    """Every review of the check, newest first."""
+    query = sa.select(CheckReview).where(CheckReview.check_id == check_id).order_by(CheckReview.id.desc())
+    return list(session.scalars(query))
 
 
 def reviews_of(session: Session, check_ids: list[int]) -> dict[int, CheckReview]:
+    """The current review of each of these checks that has one."""
     if not check_ids:
         return {}
-    rows = session.scalars(sa.select(CheckReview).where(CheckReview.check_id.in_(check_ids)))
+    latest = _latest(CheckReview.check_id.in_(check_ids))
+    rows = session.scalars(sa.select(CheckReview).join(latest, CheckReview.id == latest.c.review_id))
     return {row.check_id: row for row in rows}
 
 
@@ -125,17 +154,19 @@ def queue(
 ) -> Page[QueueItem]:
     """Checks with these verdicts, newest first; ``reviewed`` False: only unreviewed, True: only reviewed,
     None: both. Pass ``next_cursor`` back as ``before`` for the next page."""
+    latest = _latest()
     query = (
         sa.select(BinCheck, CheckReview)
-        .outerjoin(CheckReview, CheckReview.check_id == BinCheck.id)
+        .outerjoin(latest, latest.c.check_id == BinCheck.id)
+        .outerjoin(CheckReview, CheckReview.id == latest.c.review_id)
         .where(BinCheck.verdict.in_(verdicts))
         .order_by(BinCheck.id.desc())
         .limit(limit + 1)
     )
     if reviewed is False:
-        query = query.where(CheckReview.id.is_(None))
+        query = query.where(latest.c.review_id.is_(None))
     elif reviewed is True:
-        query = query.where(CheckReview.id.is_not(None))
+        query = query.where(latest.c.review_id.is_not(None))
     if bin_id:
         query = query.where(BinCheck.bin_id == bin_id)
     if before is not None:
@@ -148,11 +179,12 @@ def queue(
 
 def queue_size(session: Session, verdicts: tuple[str, ...] = QUEUE_VERDICTS) -> int:
     """How many checks with these verdicts nobody has reviewed yet."""
+    latest = _latest()
     query = (
         sa.select(sa.func.count())
         .select_from(BinCheck)
-        .outerjoin(CheckReview, CheckReview.check_id == BinCheck.id)
-        .where(BinCheck.verdict.in_(verdicts), CheckReview.id.is_(None))
+        .outerjoin(latest, latest.c.check_id == BinCheck.id)
+        .where(BinCheck.verdict.in_(verdicts), latest.c.review_id.is_(None))
     )
     return int(session.scalar(query) or 0)
 
@@ -174,20 +206,26 @@ def reviewed_examples(
     reviewed_before: datetime | None = None,
     limit: int | None = None,
 ) -> list[ReviewedExample]:
-    """Reviewed checks that have a count (not 'unusable'), reviewed after / before the given times,
-    oldest review first (stable for a seed). ``limit`` keeps the most recently reviewed ones: the newest
-    reviews are the photos most like what the cameras see now."""
+    """The reviewed checks whose latest review in the window (after / before the given times) has a
+    count (not 'unusable'), oldest review first (stable for a seed). ``limit`` keeps the most recently
+    reviewed ones: the newest reviews are the photos most like what the cameras see now.
+
+    Reviews are never changed, so the examples before a time are fixed: a check reviewed again later
+    keeps the count of its review from before (a job pinned to its submission sees the same photos)."""
+    window = []
+    if reviewed_after is not None:
+        window.append(CheckReview.reviewed_at > reviewed_after)
+    if reviewed_before is not None:
+        window.append(CheckReview.reviewed_at < reviewed_before)
+    latest = _latest(*window)
     newest_first = (CheckReview.reviewed_at.desc(), CheckReview.check_id.desc())
     query = (
         sa.select(CheckReview.check_id, CheckReview.bin_id, BinCheck.image_key, CheckReview.seen_count)
+        .join(latest, CheckReview.id == latest.c.review_id)
         .join(BinCheck, BinCheck.id == CheckReview.check_id)
         .where(CheckReview.seen_count.is_not(None))
         .order_by(*newest_first)
     )
-    if reviewed_after is not None:
-        query = query.where(CheckReview.reviewed_at > reviewed_after)
-    if reviewed_before is not None:
-        query = query.where(CheckReview.reviewed_at < reviewed_before)
     if limit is not None:
         query = query.limit(limit)
     rows = [ReviewedExample(c, b, k, int(n)) for c, b, k, n in session.execute(query)]
@@ -224,5 +262,5 @@ def overview(session: Session, days: int = 14) -> Overview:
         key = value if isinstance(value, str) else value.isoformat()
         if key in per_day:
             per_day[key] = int(n)
-    reviewed = int(session.scalar(sa.select(sa.func.count()).select_from(CheckReview)) or 0)
+    reviewed = int(session.scalar(sa.select(sa.func.count(sa.distinct(CheckReview.check_id)))) or 0)
     return Overview(by_verdict, list(per_day.items()), queue_size(session), reviewed)

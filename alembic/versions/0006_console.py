@@ -5,7 +5,7 @@ Revises: 0005
 Create Date: 2026-11-27 11:00:00
 
 - ``check_reviews``: what a person said about a check's photo (confirmed the record, counted it
-  themselves, or marked it unusable), who and when; one row per check.
+  themselves, or marked it unusable), who and when; every review is kept, the latest per check counts.
 - ``console_sessions``: signed-in browsers (sha256 of the cookie's token, the API key, the CSRF token).
 - ``bins.source`` may now be ``review``: a record corrected in a review.
 """
@@ -53,8 +53,8 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_check_reviews")),
-        sa.UniqueConstraint("check_id", name=op.f("uq_check_reviews_check_id")),
     )
+    op.create_index(op.f("ix_check_reviews_check_id"), "check_reviews", ["check_id"], unique=False)
     op.create_index(op.f("ix_check_reviews_bin_id"), "check_reviews", ["bin_id"], unique=False)
     op.create_index(op.f("ix_check_reviews_reviewed_at"), "check_reviews", ["reviewed_at"], unique=False)
     op.create_table(
@@ -82,6 +82,7 @@ def downgrade() -> None:
     op.drop_table("console_sessions")
     op.drop_index(op.f("ix_check_reviews_reviewed_at"), table_name="check_reviews")
     op.drop_index(op.f("ix_check_reviews_bin_id"), table_name="check_reviews")
+    op.drop_index(op.f("ix_check_reviews_check_id"), table_name="check_reviews")
     op.drop_table("check_reviews")
     op.execute("UPDATE bins SET source = 'api' WHERE source = 'review'")
     with op.batch_alter_table("bins") as batch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model.verdicts import classes_from_labels, judge
 from records.orm import BinCheck
@@ -23,6 +23,8 @@ class CheckView:
     review: CheckReview | None
     bars: list[Bar]
     reason: str
+    # Every review of the check, newest first (only filled in on the check's own page).
+    history: list[CheckReview] = field(default_factory=list)
 
     @property
     def photo_url(self) -> str:
@@ -53,7 +55,7 @@ def _reason(check: BinCheck) -> str:
         return f"the stored probabilities cannot be read as count classes ({exc})"
 
 
-def view(check: BinCheck, review: CheckReview | None) -> CheckView:
+def view(check: BinCheck, review: CheckReview | None, history: list[CheckReview] | None = None) -> CheckView:
     labels = list(check.probabilities)
     try:
         index = classes_from_labels(labels).class_of(check.expected_count)
@@ -64,4 +66,4 @@ def view(check: BinCheck, review: CheckReview | None) -> CheckView:
         Bar(label, float(p), label == recorded, label == check.predicted_label)
         for label, p in check.probabilities.items()
     ]
-    return CheckView(check, review, bars, _reason(check))
+    return CheckView(check, review, bars, _reason(check), history or [])

@@ -69,16 +69,21 @@ def _body(form: Any) -> dict[str, Any]:
     def text(name: str) -> str:
         return str(form.get(name) or "").strip()
 
+    def number(name: str) -> int | str:
+        # A whole number as an int; anything else as the text, for the strict model to refuse by name.
+        value = text(name)
+        return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else value
+
     dataset: dict[str, Any] = {}
     if text("uri"):
         dataset["uri"] = text("uri")
     if text("limit"):
-        dataset["limit"] = int(text("limit")) if text("limit").isdigit() else text("limit")
+        dataset["limit"] = number("limit")
     if form.get("reviews") == "on":
         dataset["reviews"] = {}
     hyper: dict[str, Any] = {"recipe": text("recipe") or DEFAULT_RECIPE}
     if text("epochs"):
-        hyper["epochs"] = int(text("epochs")) if text("epochs").isdigit() else text("epochs")
+        hyper["epochs"] = number("epochs")
     body: dict[str, Any] = {
         "dataset": dataset,
         "hyperparameters": hyper,

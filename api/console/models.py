@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
@@ -116,7 +117,12 @@ async def promote(request: Request, model_id: ModelId, viewer: SignedIn, state: 
         return page(request, "refused.html", viewer, 403, message=message)
     reason = str(form.get("reason") or "").strip() or "promoted in the console"
     try:
-        await promote_model(model_id, viewer.principal, state, PromoteBody(reason=reason[:2000]))
+        try:
+            body = PromoteBody(reason=reason[:2000])
+        except ValidationError as exc:
+            message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise Problem(422, f"the reason cannot be stored: {message}") from exc
+        await promote_model(model_id, viewer.principal, state, body)
     except Problem as exc:
         versions, next_cursor = await run_in_threadpool(_versions, state, None)
         return page(

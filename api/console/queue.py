@@ -87,7 +87,8 @@ def _check(state: AppState, check_id: int) -> Any:
         check = session.get(BinCheck, check_id)
         if check is None:
             return None
-        return view(check, reviews.review_of(session, check_id))
+        earlier = reviews.history(session, check_id)
+        return view(check, earlier[0] if earlier else None, earlier)
 
 
 def _next_unreviewed(state: AppState, check_id: int) -> int | None:
@@ -126,13 +127,15 @@ async def review(request: Request, check_id: CheckId, viewer: Inventory, state: 
     seen = str(form.get("seen_count") or "").strip()
     error = None
     try:
-        if outcome == "counted" and seen and not seen.isdigit():
+        if outcome == "counted" and seen and not (seen.isascii() and seen.isdigit() and len(seen) <= 9):
             raise ValueError(f"the count you see must be a whole number (0 or more), not {seen!r}")
+        # The form's fields as given (the count only with "counted": the field is always filled in), so an
+        # inconsistent choice is refused with the same message as over JSON.
         body = ReviewBody.model_validate(
             {
                 "outcome": outcome,
                 "seen_count": int(seen) if outcome == "counted" and seen.isdigit() else None,
-                "correct_record": outcome == "counted" and form.get("correct_record") == "on",
+                "correct_record": form.get("correct_record") == "on",
             }
         )
         await run_in_threadpool(_review, state, shown.check.bin_id, check_id, body, viewer)

@@ -83,6 +83,10 @@ async def signin(request: Request, state: State) -> Response:
             "`binwatch apikeys create`.",
         )
     token, name = opened
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:
+        # Signing in over another session (a shared browser) ends that one on the server too.
+        await run_in_threadpool(_close, state, previous)
     log.info("console: %s signed in", name)
     response = RedirectResponse(next_path, status_code=303)
     set_cookie(

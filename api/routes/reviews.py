@@ -78,8 +78,8 @@ def review_check(
 ) -> CheckOut:
     """Say what the photo shows: ``confirmed`` (the recorded count is right), ``counted`` with the
     ``seen_count`` you see (and ``correct_record`` to set the bin's record to it), or ``unusable``.
-    Reviewing again replaces the review. Reviewed photos with a count train later models
-    (``"dataset": {"reviews": {}}``, docs/console.md). Needs ``inventory``."""
+    Reviewing again adds a review; the latest counts, all are kept. Reviewed photos with a count train
+    later models (``"dataset": {"reviews": {}}``, docs/console.md). Needs ``inventory``."""
     return store_review(session, bin_id, check_id, body, key)
 
 

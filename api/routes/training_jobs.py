@@ -203,6 +203,11 @@ def submit_job(
             check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
+    try:
+        # Reviewed photos are fixed now: a job resumed later (or each node of a group) uses the same ones.
+        dataset = body.dataset.pinned(utcnow()).stored()
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "dataset", "reviews", "reviewed_after"]) from exc
     hp = body.hyperparameters
     try:
         config = resolve_config(hp)
@@ -221,8 +226,7 @@ def submit_job(
     task_id = uuid.uuid4().hex
     job = job_records.create_job(
         db,
-        # Reviewed photos are fixed now: a job resumed later trains on the same ones.
-        dataset=body.dataset.pinned(utcnow()).stored(),
+        dataset=dataset,
         params={
             "hyperparameters": hp.model_dump(exclude_none=True),
             "config": config,

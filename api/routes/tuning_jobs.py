@@ -102,6 +102,11 @@ def submit_tuning_job(
             check_dataset_root(body.dataset.uri, settings.dataset_roots)
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
+    try:
+        # Reviewed photos are fixed now: a job resumed later (or each node of a group) uses the same ones.
+        dataset = body.dataset.pinned(utcnow()).stored()
+    except ValueError as exc:
+        raise invalid(str(exc), ["body", "dataset", "reviews", "reviewed_after"]) from exc
     if body.trials > settings.tuning_max_trials:
         raise invalid(
             f"trials {body.trials} is above this deployment's limit of {settings.tuning_max_trials} "
@@ -144,8 +149,7 @@ def submit_tuning_job(
     soft, _hard = time_limits(settings, hp.time_limit_seconds)
     job = tuning_jobs.create_tuning_job(
         db,
-        # Reviewed photos are fixed now: a job resumed later trains on the same ones.
-        dataset=body.dataset.pinned(utcnow()).stored(),
+        dataset=dataset,
         params={
             "hyperparameters": hp.model_dump(exclude_none=True),
             "config": config,

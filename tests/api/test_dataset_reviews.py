@@ -78,3 +78,11 @@ def test_a_tuning_job_on_reviews_alone_is_accepted_and_pinned(make_service: Call
     assert r.status_code == 202, r.text
     reviews = r.json()["dataset"]["reviews"]
     assert reviews["limit"] == 500 and datetime.fromisoformat(reviews["reviewed_before"]) <= datetime.now(UTC)
+
+
+def test_a_review_window_that_ends_before_it_starts_is_a_422(make_service: Callable[..., Service]) -> None:
+    service = make_service()
+    body = {"dataset": {"reviews": {"reviewed_after": "2099-01-01T00:00:00Z"}}, "hyperparameters": {}}
+    answer = service.client.post("/v1/training-jobs", json=body, headers=service.headers())
+    assert answer.status_code == 422
+    assert "is not before this submission" in answer.json()["detail"]

@@ -4,6 +4,7 @@ promotion and jobs, over the real app (SQLite embedded default, a real tiny mode
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 
@@ -201,3 +202,39 @@ def test_submit_and_cancel_a_training_job(console: Console) -> None:
     assert "uri" not in dataset and "reviewed_before" in dataset["reviews"]
     curves = trainer.get(job_path + "/curves.svg")
     assert curves.status_code == 200 and curves.text.startswith("<svg")
+
+
+def test_bad_form_values_are_refused_on_the_page_not_with_a_500(console: Console) -> None:
+    admin = console.browser("admin")
+    check_id = console.check_ids[0]
+    # A reason with a control character cannot be stored: the page says so, nothing is promoted.
+    refused = admin.post(f"/models/{console.spare_id}/promote", {"reason": "ok\x01"})
+    assert refused.status_code == 422 and "the reason cannot be stored" in refused.text
+    # Digits that are not ASCII, and numbers too long for int(): refused by name.
+    for value in ("²", "9" * 5000):
+        answer = admin.post("/jobs", {"uri": str(ABID), "limit": value, "recipe": "smoke"})
+        assert answer.status_code == 422 and "dataset.limit" in answer.text, value
+        answer = admin.post(f"/checks/{check_id}/review", {"outcome": "counted", "seen_count": value})
+        assert answer.status_code == 422 and "whole number" in answer.text, value
+    # Correcting the record needs a count of its own: refused as over JSON, not silently dropped.
+    answer = admin.post(f"/checks/{check_id}/review", {"outcome": "confirmed", "correct_record": "on"})
+    assert answer.status_code == 422 and "correct_record needs outcome" in unescape(answer.text)
+
+
+def test_signing_in_over_a_session_ends_the_old_one(console: Console) -> None:
+    service = console.service
+    old = console.browser("inventory").client.cookies.get("binwatch_session")
+    # A browser that still holds that session (another tab) signs in with another key.
+    client = console.anonymous().client
+    form = client.get("/signin")
+    client.cookies.set("binwatch_session", old)
+    key = service.create_key("predict", name="next-user")
+    answer = client.post(
+        "/signin", data={"api_key": key, "csrf_token": csrf_of(form.text)}, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    new = next(h for h in answer.headers.get_list("set-cookie") if h.startswith("binwatch_session="))
+    assert old not in new
+    copy = console.anonymous().client
+    copy.cookies.set("binwatch_session", old)
+    assert copy.get("/", follow_redirects=False).headers["location"] == "/signin"
