@@ -1,11 +1,15 @@
-"""Bodies of the review endpoints: what a person says about a check's photo (records/reviews.py)."""
+"""Bodies of the review endpoints: what a person says about a check's photo.
+
+The body checks types and bounds only. Whether a review is consistent (a count with "counted", none with
+"unusable", correcting the record only with a count) is records/reviews.py's rule, the one place both this
+API and the console rely on; it answers 422 with the same words for both."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from records.reviews import MAX_SEEN_COUNT
 
@@ -35,16 +39,6 @@ class ReviewBody(BaseModel):
     correct_record: bool = Field(
         default=False, description="With 'counted': also set the bin's recorded count to seen_count."
     )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ReviewBody:
-        if self.outcome == "counted" and self.seen_count is None:
-            raise ValueError("a 'counted' review needs seen_count: the number of objects you see")
-        if self.outcome == "unusable" and self.seen_count is not None:
-            raise ValueError("an 'unusable' review has no seen_count: leave it out")
-        if self.correct_record and self.outcome != "counted":
-            raise ValueError("correct_record needs outcome 'counted' and the seen_count to record")
-        return self
 
 
 class ReviewOut(BaseModel):

@@ -103,14 +103,22 @@ def get_job(session: Session, job_id: str) -> TrainingJob | None:
 
 
 def list_jobs(
-    session: Session, *, status: Sequence[str] | None = None, before: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    status: Sequence[str] | None = None,
+    before: str | None = None,
+    limit: int = 50,
+    trials: bool = True,
 ) -> Page[TrainingJob]:
-    """Jobs, newest first; pass ``next_cursor`` (a job id) as ``before`` for the next page."""
+    """Jobs, newest first; pass ``next_cursor`` (a job id) as ``before`` for the next page. ``trials``
+    False leaves out tuning trials (the console lists them under their study)."""
     query = (
         sa.select(TrainingJob).order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit + 1)
     )
     if status:
         query = query.where(TrainingJob.status.in_(list(status)))
+    if not trials:
+        query = query.where(TrainingJob.tuning_job_id.is_(None))
     if before is not None:
         anchor = session.get(TrainingJob, before)
         if anchor is None:

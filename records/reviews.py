@@ -85,7 +85,10 @@ def review_check(
         raise CheckNotFound(f"bin {bin_id!r} has no check {check_id}")
     count = _seen_count(check, outcome, seen_count)
     if correct_record and outcome != "counted":
-        raise ValueError("only a 'counted' review can correct the bin's record (it needs the count you saw)")
+        raise ValueError(
+            "correct_record needs outcome 'counted': only a 'counted' review can correct the bin's record "
+            "(it needs the count you saw)"
+        )
     bin_ = bin_records.require_bin(session, bin_id)
     recorded = bin_.expected_count
     corrected = bool(correct_record and count != recorded)

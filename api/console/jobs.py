@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from api.console.charts import epoch_curves
 from api.console.render import page
-from api.console.session import State, Viewer, checked_form, require
+from api.console.session import State, Viewer, checked_form, require, whole_number
 from api.deps import AppState
 from api.problems import Problem
 from api.routes.training_jobs import cancel_training_job, submit_job
@@ -36,7 +36,7 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 
 def _lists(state: AppState) -> dict[str, Any]:
     with session_scope(state.session_factory) as session:
-        rows = [j for j in job_records.list_jobs(session, limit=100).items if j.tuning_job_id is None][:50]
+        rows = job_records.list_jobs(session, limit=50, trials=False).items
         latest = job_records.latest_epochs(session, [j.id for j in rows])
         studies = tuning_jobs.list_tuning_jobs(session, limit=20).items
         return {"jobs": [job_out(j, latest=latest.get(j.id)) for j in rows], "studies": studies}
@@ -72,7 +72,8 @@ def _body(form: Any) -> dict[str, Any]:
     def number(name: str) -> int | str:
         # A whole number as an int; anything else as the text, for the strict model to refuse by name.
         value = text(name)
-        return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else value
+        number = whole_number(value)
+        return value if number is None else number
 
     dataset: dict[str, Any] = {}
     if text("uri"):

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from api.console.render import page
-from api.console.session import SignedIn, State, checked_form
+from api.console.session import ScopeMissing, SignedIn, State, checked_form
 from api.deps import AppState
 from api.problems import Problem
 from api.routes.models import model_detail, model_out, promote_model
@@ -110,11 +110,7 @@ async def plot(
 async def promote(request: Request, model_id: ModelId, viewer: SignedIn, state: State) -> Response:
     form = await checked_form(request, viewer)
     if not viewer.can("admin"):
-        message = (
-            f"The API key {viewer.name!r} has the scopes {', '.join(viewer.scopes)}; promoting a model needs "
-            "'admin'."
-        )
-        return page(request, "refused.html", viewer, 403, message=message)
+        raise ScopeMissing(viewer, "admin")
     reason = str(form.get("reason") or "").strip() or "promoted in the console"
     try:
         try:

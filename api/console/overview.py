@@ -35,8 +35,9 @@ def _figures(state: AppState, viewer: Viewer) -> dict[str, Any]:
             out["model"] = version
             out["model_metrics"] = dict(version.metrics or {}) if version else {}
         if viewer.can("train"):
-            running = job_records.list_jobs(session, status=ACTIVE_JOB_STATUSES, limit=20).items
-            out["jobs"] = [j for j in running if j.tuning_job_id is None]
+            out["jobs"] = job_records.list_jobs(
+                session, status=ACTIVE_JOB_STATUSES, limit=20, trials=False
+            ).items
             out["latest"] = job_records.latest_epochs(session, [j.id for j in out["jobs"]])
             out["studies"] = tuning_jobs.list_tuning_jobs(session, status=ACTIVE_JOB_STATUSES, limit=20).items
         session.expunge_all()

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from api import images
 from api.console.check_view import view
 from api.console.render import page
-from api.console.session import State, Viewer, checked_form, require
+from api.console.session import State, Viewer, checked_form, require, whole_number
 from api.deps import AppState
 from api.problems import Problem
 from api.review_schemas import ReviewBody
@@ -127,16 +127,13 @@ async def review(request: Request, check_id: CheckId, viewer: Inventory, state: 
     seen = str(form.get("seen_count") or "").strip()
     error = None
     try:
-        if outcome == "counted" and seen and not (seen.isascii() and seen.isdigit() and len(seen) <= 9):
+        count = whole_number(seen) if outcome == "counted" else None
+        if outcome == "counted" and seen and count is None:
             raise ValueError(f"the count you see must be a whole number (0 or more), not {seen!r}")
         # The form's fields as given (the count only with "counted": the field is always filled in), so an
         # inconsistent choice is refused with the same message as over JSON.
         body = ReviewBody.model_validate(
-            {
-                "outcome": outcome,
-                "seen_count": int(seen) if outcome == "counted" and seen.isdigit() else None,
-                "correct_record": form.get("correct_record") == "on",
-            }
+            {"outcome": outcome, "seen_count": count, "correct_record": form.get("correct_record") == "on"}
         )
         await run_in_threadpool(_review, state, shown.check.bin_id, check_id, body, viewer)
     except ValidationError as exc:

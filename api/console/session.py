@@ -125,6 +125,11 @@ async def checked_form(request: Request, viewer: Viewer) -> FormData:
     return form
 
 
+def whole_number(text: str) -> int | None:
+    """A form field's whole number (ASCII digits, at most 9 of them: a 32-bit column), or None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
 def new_signin_token() -> str:
     return secrets.token_urlsafe(32)
 

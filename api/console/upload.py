@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from api.console.check_view import Bar
 from api.console.render import page
-from api.console.session import SignedIn, State, Viewer, checked_form
+from api.console.session import ScopeMissing, SignedIn, State, Viewer, checked_form
 from api.deps import AppState, require_model
 from api.problems import Problem
 from api.routes.checks import create_check
@@ -65,14 +65,6 @@ async def upload_form(request: Request, viewer: SignedIn) -> Response:
     return page(request, "upload.html", viewer, **_forms(viewer))
 
 
-def _refused(request: Request, viewer: Viewer, scope: str) -> Response:
-    message = (
-        f"The API key {viewer.name!r} has the scopes {', '.join(viewer.scopes)}; this needs '{scope}'. "
-        "Sign in with a key that has it."
-    )
-    return page(request, "refused.html", viewer, 403, message=message)
-
-
 async def _counted(state: AppState, files: list[UploadFile], viewer: Viewer) -> list[Counted]:
     model = require_model(state)
     answer = await predict(files, viewer.principal, state, model)
@@ -93,7 +85,7 @@ async def _counted(state: AppState, files: list[UploadFile], viewer: Viewer) -> 
 async def count(request: Request, viewer: SignedIn, state: State) -> Response:
     form = await checked_form(request, viewer)
     if not viewer.can("predict"):
-        return _refused(request, viewer, "predict")
+        raise ScopeMissing(viewer, "predict")
     files = [f for f in form.getlist("images") if isinstance(f, UploadFile) and f.filename]
     context: dict[str, Any] = _forms(viewer)
     if not files:
@@ -111,7 +103,7 @@ async def count(request: Request, viewer: SignedIn, state: State) -> Response:
 async def check(request: Request, viewer: SignedIn, state: State) -> Response:
     form = await checked_form(request, viewer)
     if not viewer.can("inventory"):
-        return _refused(request, viewer, "inventory")
+        raise ScopeMissing(viewer, "inventory")
     bin_id = str(form.get("bin_id") or "").strip()
     image = form.get("image")
     context: dict[str, Any] = {**_forms(viewer), "bin_id": bin_id}
