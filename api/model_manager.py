@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,10 +61,13 @@ class VersionRef:
     sha256: str
     artifact_key: str
     promoted_at: datetime | None
+    # The version's verdict thresholds (model/operating_points.py); None when it has none. Not compared:
+    # a version's points are written once, when it is registered.
+    operating_points: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def of(cls, row: ModelVersion) -> VersionRef:
-        return cls(row.id, row.name, row.sha256, row.artifact_key, row.promoted_at)
+        return cls(row.id, row.name, row.sha256, row.artifact_key, row.promoted_at, row.operating_points)
 
 
 @dataclass(frozen=True, eq=False)

@@ -167,7 +167,12 @@ class CheckOut(BaseModel):
                     "is_overflow": False,
                     "confidence": 0.71,
                     "probabilities": PROBS_EXAMPLE,
-                    "thresholds": {"match": 0.35, "mismatch": 0.05},
+                    "thresholds": {"match": 1.26, "mismatch": 0.296},
+                    "score": 0.04,
+                    "judged_by": "neighbour_ratio",
+                    "risk": "at this setting about 1 correct record in 20 is called a mismatch; this model "
+                    "catches about 18% of off-by-one records and lets 10% of them through as match "
+                    "(measured on 1182 correct and 2343 off-by-one records of its validation split)",
                     "model_version_id": 3,
                     "image_url": "/v1/bins/00011/checks/12/image",
                     "created_at": "2026-11-25T18:05:00Z",
@@ -189,7 +194,24 @@ class CheckOut(BaseModel):
     is_overflow: bool
     confidence: float
     probabilities: dict[str, float]
-    thresholds: dict[str, float] = Field(description="match / mismatch thresholds used (docs/verdicts.md).")
+    thresholds: dict[str, float] = Field(
+        description="match / mismatch thresholds the score was judged by (docs/verdicts.md)."
+    )
+    score: float | None = Field(
+        default=None,
+        description="The number the thresholds were applied to (judged_by); null if the model has no class "
+        "for the count.",
+    )
+    judged_by: Literal["neighbour_ratio", "probability"] = Field(
+        default="probability",
+        description="neighbour_ratio: P(recorded) over the likelier of its neighbouring counts; probability: "
+        "P(recorded) itself (every check stored before binwatch had scores).",
+    )
+    risk: str | None = Field(
+        default=None,
+        description="What the thresholds risk, in words: how many correct records they call a mismatch "
+        "and how many off-by-one records they catch, as measured for this model version.",
+    )
     model_version_id: int | None
     image_url: str = Field(description="Where the stored photo can be fetched.")
     created_at: datetime
@@ -260,11 +282,31 @@ class ModelOut(BaseModel):
     promoted_at: datetime | None
 
 
+class VerdictRuleOut(BaseModel):
+    score: Literal["neighbour_ratio", "probability"] = Field(description="What the thresholds apply to.")
+    match: float = Field(description="Score at or above this: match.")
+    mismatch: float = Field(description="Score below this: mismatch.")
+    source: Literal["model", "settings", "legacy"] = Field(
+        description="model: this version's operating points; settings: the deployment's thresholds; "
+        "legacy: a version without operating points, judged by P(recorded count) at 0.35 / 0.05."
+    )
+    risk: str = Field(description="What the rule risks, in words.")
+
+
 class ModelDetail(ModelOut):
     preprocessing: dict[str, Any]
     artifact_key: str
     plots: dict[str, str]
     promotions: list[PromotionOut]
+    operating_points: dict[str, Any] | None = Field(
+        default=None,
+        description="Verdict thresholds measured on the version's validation split, per score and "
+        "false-alarm target, with the rates they were measured at (docs/verdicts.md); null for versions "
+        "registered before binwatch stored them.",
+    )
+    verdict_rule: VerdictRuleOut = Field(
+        description="The rule checks judged by this version use under this deployment's settings."
+    )
 
 
 class ModelPage(BaseModel):

@@ -50,6 +50,8 @@ class BinRecord:
     id: str
     count: int
     split: str | None = None
+    # Which of several datasets trained on together it came from (model/datasets.py); 0 for the first.
+    dataset: int = 0
 
 
 def count_from_metadata(meta: dict[str, Any], where: str = "metadata") -> int:

@@ -58,6 +58,11 @@ class TrainConfig(BaseModel):
     expected_count_weight: float = Field(
         default=0.0, ge=0, description="Weight of the squared error of the expected count (targets RMSE)."
     )
+    mix_balance: Literal["first", "none"] = Field(
+        default="first",
+        description="With several datasets: weigh the loss by count so the training mix is the first "
+        "dataset's (first), or train on the mix as it is (none). No effect on one dataset.",
+    )
     hflip: bool = True
     vflip: bool = True
     color_jitter: float = Field(default=0.2, ge=0, le=1)

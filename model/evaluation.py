@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,8 @@ class CheckpointEvaluation:
     counts: np.ndarray
     records: list[BinRecord]
     classes: CountClasses
+    # The checkpoint's metadata (its operating points, temperature, training summary).
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def write_predictions(result: CheckpointEvaluation, path: str | Path) -> None:
@@ -84,4 +87,5 @@ def evaluate_checkpoint(
         counts=counts,
         records=ds.records,
         classes=loaded.classes,
+        metadata=dict(loaded.metadata),
     )

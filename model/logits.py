@@ -64,7 +64,7 @@ def predict_logits(
     progress: bool = False,
     workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logits (N x C), class targets and true counts for a dataset; ``tta`` averages over flips."""
+    """Logits (N x C), class targets and true counts for a dataset; ``tta`` averages the four flips."""
     net.eval()
     cached = isinstance(ds, CachedImages)
     loader = _loader(ds, batch_size, False, workers, 0, cached)
@@ -74,7 +74,8 @@ def predict_logits(
         with with_autocast(device, amp):
             logits = net(x).float()
             if tta:
-                logits = (logits + net(x.flip(3)).float() + net(x.flip(2)).float()) / 3
+                flips = net(x.flip(3)).float() + net(x.flip(2)).float() + net(x.flip(2, 3)).float()
+                logits = (logits + flips) / 4
         logits_out.append(logits.cpu())
         targets_out.append(targets)
         counts_out.append(counts)

@@ -23,10 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from model import operating_points
 from model.abid import BinRecord, Source
 from model.checkpoint import CheckpointError, load_payload, save_checkpoint
 from model.config import TrainConfig
 from model.data import BinImages, CachedImages
+from model.datasets import mix_weights
 from model.distributed import Group, device_for, join
 from model.logits import fit_temperature, normalise, predict_logits, softmax, to_input, with_autocast
 from model.losses import CountingLoss
@@ -155,10 +157,15 @@ def train(
     # Data first: its DataLoader workers fork, which must happen before CUDA is initialised.
     calib_records: list[BinRecord] = []
     if cfg.calibrate and cfg.calibration_fraction > 0:
-        # Fit the temperature on bins held out of training, so the validation split stays untouched.
-        train_records, calib_records, _ = stratified_split(
-            train_records, val_fraction=cfg.calibration_fraction, seed=cfg.seed
+        # Fit the temperature on bins held out of training, so the validation split stays untouched; from
+        # the first dataset only, whose class mix the probabilities are meant for (model/datasets.py).
+        reference = [r for r in train_records if r.dataset == 0]
+        others = [r for r in train_records if r.dataset != 0]
+        reference, calib_records, _ = stratified_split(
+            reference, val_fraction=cfg.calibration_fraction, seed=cfg.seed
         )
+        train_records = sorted(reference + others, key=lambda r: (r.dataset, r.id))
+    class_weights = mix_weights(train_records, classes) if cfg.mix_balance == "first" else None
     train_ds, val_ds = build_datasets(source, train_records, val_records, cfg, progress)
     calib_ds = BinImages(source, calib_records, classes, pre) if calib_records else None
 
@@ -183,7 +190,7 @@ def train(
     opt = build_optimizer(net, cfg)
     sched = build_schedule(opt, cfg, steps_per_epoch)
     loss_fn = CountingLoss(
-        classes.num_classes, cfg.label_smoothing, cfg.ordinal_sigma, cfg.expected_count_weight
+        classes.num_classes, cfg.label_smoothing, cfg.ordinal_sigma, cfg.expected_count_weight, class_weights
     ).to(device)
     use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -219,6 +226,12 @@ def train(
         "val": {"n": len(val_ds), "histogram": {str(k): v for k, v in histogram(val_records).items()}},
         "calibration": {"n": len(calib_records)},
     }
+    if class_weights is not None:
+        data_summary["datasets"] = {
+            str(i): {str(k): v for k, v in histogram([r for r in train_records if r.dataset == i]).items()}
+            for i in sorted({r.dataset for r in train_records})
+        }
+        data_summary["class_weights"] = dict(zip(classes.labels, class_weights, strict=True))
 
     def metadata(epoch: int, evaluation: Evaluation | None, temperature: float) -> dict[str, Any]:
         return {
@@ -443,8 +456,13 @@ def finalise(
         temperature = fit_temperature(calib_logits, calib_targets)
     elif cfg.calibrate:
         temperature = fit_temperature(logits, targets)
-    evaluation = evaluate_predictions(softmax(logits, temperature), counts, loaded.classes)
+    probs = softmax(logits, temperature)
+    evaluation = evaluate_predictions(probs, counts, loaded.classes)
     meta = dict(loaded.metadata, temperature=temperature, metrics=evaluation.to_dict(), history=history)
+    # The verdict thresholds this version is judged with, measured on its own validation predictions.
+    meta["operating_points"] = operating_points.compute(
+        probs, counts, loaded.classes, f"its validation split, {len(counts)} bins"
+    )
     meta["wall_time_s"] = time.monotonic() - started
     payload = load_payload(best_path)
     save_checkpoint(best_path, payload["state_dict"], meta)

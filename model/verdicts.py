@@ -4,13 +4,21 @@ Given the model's calibrated class probabilities for a photo and the bin's recor
 
 1. Map n to the model's class for it: n itself inside the model's range, the overflow class ("6+") for
    n at or above the overflow start. ``p`` = the probability of that class.
-2. ``match`` if p >= match_threshold; ``mismatch`` if p < mismatch_threshold; ``uncertain`` in between.
-3. A count the model has no class for (below its smallest class, or above its largest when it has no
-   overflow class) gets ``uncertain`` with p = None: the model never saw such bins and its output says
-   nothing about them either way.
+2. Score the record. ``neighbour_ratio`` (the default, measured best in docs/verdicts.md): p divided by the
+   larger probability of the two neighbouring classes (n - 1 and n + 1; one neighbour at either end of the
+   range). ``probability``: p itself (the rule before issue 22; checks stored without ``judged_by`` used it).
+3. ``match`` if score >= match_threshold; ``mismatch`` if score < mismatch_threshold; ``uncertain`` in
+   between. The thresholds come from the model version's operating points (model/operating_points.py) or
+   from the deployment's settings.
+4. A count the model has no class for (below its smallest class, or above its largest when it has no
+   overflow class) gets ``uncertain`` with p = score = None: the model never saw such bins and its output
+   says nothing about them either way.
 
-The rule reads the probability of the *recorded* count, not the argmax: a photo where the model splits
-0.45 / 0.40 between 3 and 4 does not contradict a recorded 4, and a 12 recorded against "6+" is a match.
+Why the neighbour ratio: the commonest wrong record is off by one item, and a counter's probability mass
+spreads over neighbouring counts. Reading p alone punishes a flat-but-right distribution as much as one
+that prefers the neighbour; the ratio asks the question an operator asks, "is the recorded count more
+likely than one more or one fewer?". It reads the argmax of nothing and never compares against far
+counts, so a 12 recorded against "6+" is still a match.
 """
 
 from __future__ import annotations
@@ -21,6 +29,12 @@ from typing import Literal
 from model.classes import CountClasses
 
 VerdictName = Literal["match", "mismatch", "uncertain"]
+ScoreName = Literal["neighbour_ratio", "probability"]
+SCORES: tuple[ScoreName, ...] = ("neighbour_ratio", "probability")
+DEFAULT_SCORE: ScoreName = "neighbour_ratio"
+# A neighbour with (almost) no probability would make the ratio astronomically large; past this it says
+# nothing more, and JSON clients get a readable number.
+MAX_RATIO = 1e6
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,41 @@ class Verdict:
     expected_label: str | None
     thresholds: dict[str, float]
     reason: str
+    # The number the thresholds were applied to, and which score it is.
+    score: float | None = None
+    judged_by: ScoreName = "probability"
+
+
+def record_score(index: int, probabilities: list[float], score: ScoreName) -> float:
+    """The score of the record whose class is ``index`` among ``probabilities`` (in class order)."""
+    p = float(probabilities[index])
+    if score == "probability":
+        return p
+    neighbours = [probabilities[j] for j in (index - 1, index + 1) if 0 <= j < len(probabilities)]
+    if not neighbours:
+        return MAX_RATIO
+    best = max(float(x) for x in neighbours)
+    if best <= p / MAX_RATIO:
+        return MAX_RATIO
+    return p / best
+
+
+def _reason(
+    verdict: VerdictName, shown: str, p: float, value: float, score: ScoreName, low: float, high: float
+) -> str:
+    if score == "probability":
+        if verdict == "match":
+            return f"P({shown}) = {p:.3f} >= match threshold {high}"
+        if verdict == "mismatch":
+            return f"P({shown}) = {p:.3f} < mismatch threshold {low}"
+        return f"P({shown}) = {p:.3f} is between the thresholds {low} and {high}"
+    ratio = f"{value:.2f}x" if value < 100 else "more than 100x"
+    said = f"P({shown}) = {p:.3f}, {ratio} its likelier neighbour"
+    if verdict == "match":
+        return f"the photo agrees with the record: {said} (match at {high:g}x or more)"
+    if verdict == "mismatch":
+        return f"the photo contradicts the record: {said} (mismatch below {low:g}x)"
+    return f"unsure: {said}, between the mismatch point {low:g}x and the match point {high:g}x"
 
 
 def judge(
@@ -41,9 +90,12 @@ def judge(
     *,
     match_threshold: float,
     mismatch_threshold: float,
+    score: ScoreName = "probability",
 ) -> Verdict:
     if expected_count < 0:
         raise ValueError(f"expected_count must be >= 0, got {expected_count}")
+    if score not in SCORES:
+        raise ValueError(f"unknown verdict score {score!r}; choose one of {', '.join(SCORES)}")
     thresholds = {"match": match_threshold, "mismatch": mismatch_threshold}
     index = classes.class_of(expected_count)
     if index is None:
@@ -54,20 +106,22 @@ def judge(
             expected_label=None,
             thresholds=thresholds,
             reason=f"the model only knows counts {low}..{high}; it cannot judge a recorded {expected_count}",
+            judged_by=score,
         )
     label = classes.labels[index]
-    p = float(probabilities.get(label, 0.0))
+    ordered = [float(probabilities.get(lbl, 0.0)) for lbl in classes.labels]
+    p = ordered[index]
+    value = record_score(index, ordered, score)
     shown = f"{expected_count} (class {label})" if label != str(expected_count) else str(expected_count)
-    if p >= match_threshold:
-        verdict: VerdictName = "match"
-        reason = f"P({shown}) = {p:.3f} >= match threshold {match_threshold}"
-    elif p < mismatch_threshold:
+    verdict: VerdictName
+    if value >= match_threshold:
+        verdict = "match"
+    elif value < mismatch_threshold:
         verdict = "mismatch"
-        reason = f"P({shown}) = {p:.3f} < mismatch threshold {mismatch_threshold}"
     else:
         verdict = "uncertain"
-        reason = f"P({shown}) = {p:.3f} is between the thresholds {mismatch_threshold} and {match_threshold}"
-    return Verdict(verdict, p, label, thresholds, reason)
+    reason = _reason(verdict, shown, p, value, score, mismatch_threshold, match_threshold)
+    return Verdict(verdict, p, label, thresholds, reason, value, score)
 
 
 def classes_from_labels(labels: list[str]) -> CountClasses:

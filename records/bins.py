@@ -118,6 +118,9 @@ def record_check(
     verdict: str,
     thresholds: dict[str, float],
     model_version_id: int | None,
+    score: float | None = None,
+    judged_by: str | None = None,
+    risk: str | None = None,
 ) -> tuple[BinCheck, bool]:
     """Store one check; returns it and whether its verdict became the bin's ``last_verdict``.
 
@@ -138,6 +141,9 @@ def record_check(
         verdict=verdict,
         thresholds=thresholds,
         model_version_id=model_version_id,
+        score=score,
+        judged_by=judged_by,
+        risk=None if risk is None else risk[:500],
     )
     session.add(check)
     session.flush()

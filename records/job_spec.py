@@ -63,7 +63,13 @@ Timestamp = Annotated[
 ]
 
 # The subset options of the ABID part: without a uri they would select nothing, so they are refused.
-ABID_ONLY_FIELDS = ("endpoint_url", "min_count", "max_count", "ids", "limit")
+ABID_ONLY_FIELDS = ("extra_uris", "endpoint_url", "min_count", "max_count", "ids", "limit")
+MAX_EXTRA_DATASETS = 8
+
+
+def _check_supported(value: str) -> None:
+    if "://" in value and not value.startswith("s3://"):
+        raise ValueError("use a folder path or an s3://bucket/prefix URI")
 
 
 class ReviewsSpec(BaseModel):
@@ -133,6 +139,15 @@ class DatasetSpec(BaseModel):
         "(bin-images/<id>.jpg, metadata/<id>.json, optional manifest.csv with a train/val split). "
         "Leave it out to train on reviewed photos only (`reviews`).",
     )
+    extra_uris: list[Annotated[SafeLine, Field(min_length=1, max_length=2048)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_EXTRA_DATASETS,
+        description="More ABID-layout datasets trained on with `uri` (for example ABID photos of your own, "
+        "or ../shared/abid-extra). Every bin of theirs is a training bin: validation stays on `uri`'s val "
+        "split, and the loss is weighed by count so the training mix stays `uri`'s. The subset options "
+        "apply to each.",
+    )
     reviews: ReviewsSpec | None = Field(
         default=None,
         description="Add the photos people reviewed in the console (confirmed or counted, never unusable) "
@@ -175,9 +190,26 @@ class DatasetSpec(BaseModel):
     @field_validator("uri")
     @classmethod
     def _supported_uri(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith("s3://"):
-            raise ValueError("use a folder path or an s3://bucket/prefix URI")
+        if value is not None:
+            _check_supported(value)
         return value
+
+    @field_validator("extra_uris")
+    @classmethod
+    def _supported_uris(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            _check_supported(value)
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError("a dataset is listed twice in extra_uris")
+        return values
+
+    def locations(self) -> list[tuple[list[str | int], str]]:
+        """Every ABID dataset of the spec with where it sits in the body: ``uri`` first, then the others."""
+        found: list[tuple[list[str | int], str]] = []
+        if self.uri is not None:
+            found.append((["uri"], self.uri))
+        found += [(["extra_uris", i], u) for i, u in enumerate(self.extra_uris or [])]
+        return found
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -186,6 +218,8 @@ class DatasetSpec(BaseModel):
                 "a dataset needs uri (an ABID-layout folder or s3:// prefix), reviews (the photos reviewed "
                 'in the console: "reviews": {}), or both'
             )
+        if self.uri is not None and self.uri in (self.extra_uris or []):
+            raise ValueError(f"{self.uri} is both uri and one of extra_uris; give each dataset once")
         if self.uri is None:
             given = [name for name in ABID_ONLY_FIELDS if getattr(self, name) is not None]
             if given:

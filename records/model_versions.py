@@ -123,6 +123,7 @@ def register_checkpoint(
         plots=plot_keys,
         source=source,
         training_job_id=training_job_id,
+        operating_points=finite_json(metadata.get("operating_points")),
     )
     return version, True
 

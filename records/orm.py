@@ -158,6 +158,11 @@ class BinCheck(Base):
     probability_of_expected: Mapped[float | None] = mapped_column(sa.Double())
     verdict: Mapped[str] = mapped_column(sa.String(16))
     thresholds: Mapped[dict[str, float]] = mapped_column(JSONColumn)
+    # What the thresholds were applied to (model/verdicts.py) and their risk in words (migration 0007);
+    # NULL on older checks, all judged by "probability".
+    score: Mapped[float | None] = mapped_column(sa.Double())
+    judged_by: Mapped[str | None] = mapped_column(sa.String(32))
+    risk: Mapped[str | None] = mapped_column(sa.String(500))
     # SET NULL: deleting an old model version must not erase the inventory history it produced.
     model_version_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
@@ -194,6 +199,9 @@ class ModelVersion(Base):
     preprocessing: Mapped[dict[str, Any]] = mapped_column(JSONColumn)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONColumn, default=dict)
     plots: Mapped[dict[str, str]] = mapped_column(JSONColumn, default=dict)
+    # The verdict thresholds measured on its validation split (model/operating_points.py); NULL for
+    # versions registered before they were stored.
+    operating_points: Mapped[dict[str, Any] | None] = mapped_column(JSONColumn)
     source: Mapped[str] = mapped_column(sa.String(16))
     # Unique: a job registers exactly one version, even if its task is retried after a crash.
     training_job_id: Mapped[str | None] = mapped_column(

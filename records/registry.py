@@ -39,6 +39,7 @@ def register_version(
     plots: dict[str, str],
     source: str,
     training_job_id: str | None = None,
+    operating_points: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Insert a (not yet active) version and flush it; a second one for the same job violates a unique key."""
     version = ModelVersion(
@@ -52,6 +53,7 @@ def register_version(
         plots=plots,
         source=source,
         training_job_id=training_job_id,
+        operating_points=operating_points,
         is_active=False,
     )
     session.add(version)

@@ -114,10 +114,30 @@ class Settings(BaseSettings):
         default=5.0, description="How often each API process checks for a newly promoted model."
     )
 
-    # Verdict thresholds for bin checks (see docs/verdicts.md). The defaults hold false alarms to about 5% and
-    # false matches of off-by-one records to about 10% for the bundled model (docs/model-card.md#verdicts).
-    match_threshold: float = Field(default=0.35, description="P(recorded count) at or above this: match.")
-    mismatch_threshold: float = Field(default=0.05, description="P(recorded count) below this: mismatch.")
+    # Verdicts of bin checks (docs/verdicts.md): the score they read, and which of the model version's own
+    # operating points (measured on its validation split, model/operating_points.py) judges. Explicit
+    # thresholds override the version's points, on the chosen score.
+    verdict_score: Literal["neighbour_ratio", "probability"] = Field(
+        default="neighbour_ratio",
+        description="What a check's thresholds apply to: neighbour_ratio (P(recorded) over the likelier of "
+        "its two neighbouring counts) or probability (P(recorded) itself).",
+    )
+    verdict_operating_point: Literal["2%", "5%"] = Field(
+        default="5%",
+        description="Which of the model version's mismatch thresholds judges: the one measured to call at "
+        "most 2% or at most 5% of correct records a mismatch.",
+    )
+    match_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        description="Score at or above this: match. Default: the model version's own match point.",
+    )
+    mismatch_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        description="Score below this: mismatch. Default: the model version's point for "
+        "BINWATCH_VERDICT_OPERATING_POINT.",
+    )
 
     auto_migrate: bool = Field(
         default=True,
@@ -263,11 +283,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _thresholds_are_ordered(self) -> Settings:
-        # An inverted pair would make some probabilities both a match and a mismatch.
-        if not 0.0 <= self.mismatch_threshold <= self.match_threshold <= 1.0:
+        # An inverted pair would make some scores both a match and a mismatch.
+        match, mismatch = self.match_threshold, self.mismatch_threshold
+        if match is not None and mismatch is not None and mismatch > match:
             raise ValueError(
-                "verdict thresholds must satisfy 0 <= mismatch_threshold <= match_threshold <= 1, got "
-                f"mismatch_threshold={self.mismatch_threshold}, match_threshold={self.match_threshold}"
+                "verdict thresholds must satisfy mismatch_threshold <= match_threshold, got "
+                f"mismatch_threshold={mismatch}, match_threshold={match}"
+            )
+        if self.verdict_score == "probability" and any(t is not None and t > 1 for t in (match, mismatch)):
+            raise ValueError(
+                "with BINWATCH_VERDICT_SCORE=probability the thresholds are probabilities: at most 1, got "
+                f"mismatch_threshold={mismatch}, match_threshold={match}"
             )
         return self
 

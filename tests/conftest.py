@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ABID = Path(os.environ.get("BINWATCH_ABID", REPO.parent / "shared" / "abid")).resolve()
+ABID_EXTRA = Path(os.environ.get("BINWATCH_ABID_EXTRA", REPO.parent / "shared" / "abid-extra")).resolve()
 PG_ADMIN_URL = os.environ.get("BINWATCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BINWATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -47,6 +48,16 @@ def abid_root() -> Path:
     if not (ABID / "bin-images").is_dir():
         pytest.fail(f"real ABID data not found at {ABID} (set BINWATCH_ABID); tests need ../shared/abid")
     return ABID
+
+
+@pytest.fixture(scope="session")
+def abid_extra_root() -> Path:
+    if not (ABID_EXTRA / "bin-images").is_dir():
+        pytest.fail(
+            f"the extra ABID photos are not at {ABID_EXTRA} (set BINWATCH_ABID_EXTRA); tests need "
+            "../shared/abid-extra"
+        )
+    return ABID_EXTRA
 
 
 @pytest.fixture(scope="session")

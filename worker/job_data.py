@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
+from model.datasets import combine
 from model.subsets import SubsetSpec, select, split_records
 from records import review_dataset
 from records.job_spec import DatasetSpec, ReviewsSpec, check_dataset_root, check_endpoint
@@ -54,14 +55,16 @@ def load_job_data(spec: DatasetSpec, settings: Settings | None = None) -> JobDat
     settings = settings or Settings()
     try:
         check_endpoint(spec.endpoint_url, settings.dataset_endpoint_allowlist)
-        if spec.uri is not None:
-            check_dataset_root(spec.uri, settings.dataset_roots)
+        for _loc, uri in spec.locations():
+            check_dataset_root(uri, settings.dataset_roots)
     except ValueError as exc:
         raise DatasetError(f"refused: {exc}") from exc
     abid: _Part | None = None
     source: Source | None = None
     if spec.uri is not None:
         source, abid = _load_abid(spec, spec.uri, settings)
+        if spec.extra_uris:
+            source, abid = _add_datasets(spec, source, abid, settings)
     if spec.reviews is None:
         assert source is not None and abid is not None  # DatasetSpec needs a uri or reviews
         split = f"this job's validation split ({len(abid.val)} bins, {abid.how})"
@@ -97,7 +100,7 @@ def load_job_data(spec: DatasetSpec, settings: Settings | None = None) -> JobDat
     return JobData(photos, train, val, split, counts)
 
 
-def _load_abid(spec: DatasetSpec, uri: str, settings: Settings) -> tuple[Source, _Part]:
+def _load_abid(spec: DatasetSpec, uri: str, settings: Settings, split: bool = True) -> tuple[Source, _Part]:
     # No endpoint of its own: the deployment's S3 endpoint (if any) serves s3:// datasets as well.
     source = open_source(uri, endpoint_url=spec.endpoint_url or settings.s3_endpoint_url)
     source.probe()
@@ -110,6 +113,8 @@ def _load_abid(spec: DatasetSpec, uri: str, settings: Settings) -> tuple[Source,
     )
     if not records:
         raise DatasetError(f"no bins in {uri} match the subset options")
+    if not split:  # an extra dataset: model/datasets.py decides what its bins are for
+        return source, _Part(records, records, [], "not split")
     train, val = split_records(records, spec.val_fraction, spec.seed)
     if not train or not val:
         raise DatasetError(
@@ -118,6 +123,22 @@ def _load_abid(spec: DatasetSpec, uri: str, settings: Settings) -> tuple[Source,
     manifest_split = bool(val) and all(r.split == "val" for r in val)
     how = "its manifest's val split" if manifest_split else f"a stratified {spec.val_fraction:.0%} split"
     return source, _Part(records, train, val, how)
+
+
+def _add_datasets(spec: DatasetSpec, first: Source, part: _Part, settings: Settings) -> tuple[Source, _Part]:
+    """``extra_uris`` joined to the first dataset as ``binwatch train A B`` joins them (model/datasets.py):
+    all their bins train, validation stays the first one's."""
+    parts: list[tuple[Source, list[BinRecord]]] = [(first, part.records)]
+    for uri in spec.extra_uris or []:
+        source, extra = _load_abid(spec, uri, settings, split=False)
+        parts.append((source, extra.records))
+    combined = combine(parts, spec.val_fraction, spec.seed, "first")
+    records = [r for _, recs in parts for r in recs]
+    how = f"{part.how} of {spec.uri}; {len(combined.train) - len(part.train)} more training bins from " + (
+        ", ".join(spec.extra_uris or [])
+    )
+    log.info("dataset: %s", how)
+    return combined.source, _Part(records, combined.train, combined.val, how)
 
 
 def _load_reviewed(

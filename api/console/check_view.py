@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from model.operating_points import LEGACY_THRESHOLDS
 from model.verdicts import classes_from_labels, judge
 from records.orm import BinCheck
 from records.orm_console import CheckReview
@@ -47,8 +48,9 @@ def _reason(check: BinCheck) -> str:
             check.expected_count,
             check.probabilities,
             classes,
-            match_threshold=check.thresholds.get("match", 0.35),
-            mismatch_threshold=check.thresholds.get("mismatch", 0.05),
+            match_threshold=check.thresholds.get("match", LEGACY_THRESHOLDS["match"]),
+            mismatch_threshold=check.thresholds.get("mismatch", LEGACY_THRESHOLDS["mismatch"]),
+            score="neighbour_ratio" if check.judged_by == "neighbour_ratio" else "probability",
         )
         return verdict.reason
     except ValueError as exc:

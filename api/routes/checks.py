@@ -26,6 +26,7 @@ from api.problems import VALIDATION, Problem, problem_responses
 from api.review_schemas import ReviewOut
 from api.routes.bins import BinId
 from api.schemas import MAX_COUNT, MAX_ID, CheckOut, CheckPage, ModelRef, NewCheck
+from api.verdict_rule import rule_for
 from model.verdicts import classes_from_labels, judge
 from records import bins as bin_records
 from records import reviews as review_records
@@ -79,6 +80,9 @@ def check_out(check: BinCheck, review: CheckReview | None = None) -> CheckOut:
         confidence=check.probabilities.get(check.predicted_label, 0.0),
         probabilities=check.probabilities,
         thresholds=check.thresholds,
+        score=check.score,
+        judged_by=check.judged_by or "probability",  # type: ignore[arg-type]
+        risk=check.risk,
         model_version_id=check.model_version_id,
         image_url=f"/v1/bins/{check.bin_id}/checks/{check.id}/image",
         created_at=check.created_at,
@@ -187,14 +191,16 @@ async def create_check(
     expected = recorded if expected_count is None else expected_count
     (result,), infos = await count_uploads(state, model, [upload])
     prediction = result.prediction
+    version = result.model.version
+    rule = rule_for(state.settings, version.operating_points)
     verdict = judge(
         expected,
         prediction.probabilities,
         result.model.classes,
-        match_threshold=state.settings.match_threshold,
-        mismatch_threshold=state.settings.mismatch_threshold,
+        match_threshold=rule.match,
+        mismatch_threshold=rule.mismatch,
+        score=rule.score,
     )
-    version = result.model.version
 
     def respond(check: BinCheck, judged: bool) -> NewCheck:
         return NewCheck(
@@ -223,6 +229,9 @@ async def create_check(
             verdict=verdict.verdict,
             thresholds=verdict.thresholds,
             model_version_id=result.model.version_id,
+            score=verdict.score,
+            judged_by=verdict.judged_by,
+            risk=rule.risk,
         )
     )
     if isinstance(answer, NewCheck):

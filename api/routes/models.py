@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -13,7 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import AppState, Principal, get_db, get_state, require_scope
 from api.model_manager import ModelLoadError, ServingModel, VersionRef
 from api.problems import MODEL_UNLOADABLE, Problem, problem_responses
-from api.schemas import MAX_ID, ModelDetail, ModelOut, ModelPage, PromoteBody, PromoteResult, PromotionOut
+from api.schemas import (
+    MAX_ID,
+    ModelDetail,
+    ModelOut,
+    ModelPage,
+    PromoteBody,
+    PromoteResult,
+    PromotionOut,
+    VerdictRuleOut,
+)
+from api.verdict_rule import rule_for
 from records import model_versions
 from records.db import session_scope
 from records.orm import ModelVersion
@@ -60,6 +71,8 @@ def model_detail(version: ModelVersion, state: AppState) -> ModelDetail:
         preprocessing=version.preprocessing,
         artifact_key=version.artifact_key,
         plots=version.plots or {},
+        operating_points=version.operating_points,
+        verdict_rule=VerdictRuleOut(**asdict(rule_for(state.settings, version.operating_points))),
         promotions=[
             PromotionOut(promoted_at=p.promoted_at, actor=p.actor, reason=p.reason)
             for p in version.promotions

@@ -97,11 +97,12 @@ def submit_tuning_job(
         check_endpoint(body.dataset.endpoint_url, settings.dataset_endpoint_allowlist)
     except ValueError as exc:
         raise invalid(str(exc), ["body", "dataset", "endpoint_url"]) from exc
-    try:
-        if body.dataset.uri is not None:  # None: reviewed photos only, no folder to check
-            check_dataset_root(body.dataset.uri, settings.dataset_roots)
-    except ValueError as exc:
-        raise invalid(str(exc), ["body", "dataset", "uri"]) from exc
+    # No location: reviewed photos only, no folder to check.
+    for loc, uri in body.dataset.locations():
+        try:
+            check_dataset_root(uri, settings.dataset_roots)
+        except ValueError as exc:
+            raise invalid(str(exc), ["body", "dataset", *loc]) from exc
     try:
         # Reviewed photos are fixed now: a job resumed later (or each node of a group) uses the same ones.
         dataset = body.dataset.pinned(utcnow()).stored()

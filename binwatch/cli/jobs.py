@@ -134,10 +134,10 @@ def _read_ids(ids: Path | None, file_list: Path | None) -> list[str] | None:
 @command(app, "submit")
 def submit(
     data: Annotated[
-        str | None,
+        list[str] | None,
         typer.Argument(
-            help="ABID-layout dataset as the worker hosts see it: a folder or s3://bucket/prefix. "
-            "Optional with --reviews."
+            help="ABID-layout datasets as the worker hosts see them: folders or s3://bucket/prefix; "
+            "validation is on the first one's val split. Optional with --reviews."
         ),
     ] = None,
     recipe: Recipe = None,
@@ -193,6 +193,7 @@ def submit(
         binwatch jobs submit /data/abid --recipe cpu-quick --limit 2000 --policy if_better --watch
         binwatch jobs submit s3://bucket/abid/ --recipe gpu-full --nodes 2 --procs-per-node 4
         binwatch jobs submit /data/abid --limit 2000 --reviews --recipe cpu-quick
+        binwatch jobs submit /data/abid /data/abid-extra --policy if_better
     """
     dataset = submitted_dataset(data, reviews)
     for key, value in {

@@ -42,7 +42,8 @@ from binwatch.cli.options import (
 )
 from binwatch.cli.reports import metrics_table, per_class_table, verdict_report
 from model.abid import BinRecord, DatasetError, Source, load_records, open_source
-from model.subsets import SubsetSpec, select, split_records
+from model.datasets import Combined, combine
+from model.subsets import SubsetSpec, select
 
 console = Console()
 err = Console(stderr=True)
@@ -67,6 +68,17 @@ def read_dataset(data: str, endpoint_url: str | None, spec: SubsetSpec) -> tuple
     if not records:
         raise fail(f"no bins in {data} match the subset options")
     return source, records
+
+
+def read_datasets(
+    data: list[str], endpoint_url: str | None, spec: SubsetSpec, val_fraction: float, validate_on: str
+) -> Combined:
+    """Each dataset read and selected with the same options, split and joined (model/datasets.py)."""
+    parts = [read_dataset(d, endpoint_url, spec) for d in data]
+    try:
+        return combine(parts, val_fraction, spec.seed, validate_on)  # type: ignore[arg-type]
+    except (DatasetError, ValueError) as exc:
+        raise fail(str(exc)) from exc
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:
@@ -100,7 +112,13 @@ def pretrained_override(flag: bool | None, weights: Path | None) -> dict[str, st
 
 
 def train(
-    data: Annotated[str, typer.Argument(help="ABID-layout dataset: a folder or s3://bucket/prefix.")],
+    data: Annotated[
+        list[str],
+        typer.Argument(
+            help="ABID-layout datasets: folders or s3://bucket/prefix; validation is on the first one's val "
+            "split (see --validate-on)."
+        ),
+    ],
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<recipe>-<time>).")] = None,
     recipe: Recipe = None,
     arch: Arch = None,
@@ -129,6 +147,13 @@ def train(
     settings: TrainSettings = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if it exists.")] = True,
     val_fraction: ValFraction = 0.15,
+    validate_on: Annotated[
+        str,
+        typer.Option(
+            help="With several datasets: validate on the first one's val split only (first), or on each "
+            "one's (each). The bins of the others are all training bins with 'first'."
+        ),
+    ] = "first",
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,
@@ -145,11 +170,13 @@ def train(
 ) -> None:
     """Train a counting model on ABID-layout data and write best.pt/last.pt, metrics and plots.
 
-    Uses the dataset's manifest.csv train/val split when there is one, else a stratified split.
+    Uses the dataset's manifest.csv train/val split when there is one, else a stratified split. Several
+    datasets train as one; the loss is weighed by count so the mix stays the first one's
+    (--set mix_balance=none trains on the mix as it is).
     Re-running with the same --out resumes after the last finished epoch. --nproc-per-node N trains in N
     processes (torchrun, DDP; --batch-size stays the effective batch, split between them).
 
-    Example: binwatch train ../shared/abid --recipe cpu-quick --out runs/quick
+    Example: binwatch train ../shared/abid ../shared/abid-extra --out runs/lite0-extra
     """
     from model.distributed import launched
     from model.recipes import recipe_config
@@ -189,8 +216,8 @@ def train(
     if pretrained is False and pretrained_weights is None:
         cfg = cfg.model_copy(update={"pretrained": None})
     spec = SubsetSpec(min_count, max_count, ids, file_list, None, limit, seed)
-    source, records = read_dataset(data, endpoint_url, spec)
-    train_recs, val_recs = split_records(records, val_fraction, seed)
+    combined = read_datasets(data, endpoint_url, spec, val_fraction, validate_on)
+    source, train_recs, val_recs = combined.source, combined.train, combined.val
     out = out or DEFAULT_RUNS / f"{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
     say.print(
         f"training [bold]{cfg.architecture}[/] ({cfg.recipe}) on {len(train_recs)} bins, validating on "
@@ -257,6 +284,20 @@ def evaluate(
     mismatch_threshold: Annotated[
         float | None, typer.Option(help="Verdict mismatch threshold (default: the service's setting).")
     ] = None,
+    score: Annotated[
+        str, typer.Option(help="Verdict score: neighbour_ratio (the service's default) or probability.")
+    ] = "neighbour_ratio",
+    operating_point: Annotated[
+        str, typer.Option(help="The checkpoint's mismatch point to judge with: 2% or 5% false alarms.")
+    ] = "5%",
+    store_points: Annotated[
+        bool,
+        typer.Option(
+            help="Measure the verdict operating points on these bins and store them in CHECKPOINT's "
+            "metadata, as training does on its validation split (for a checkpoint trained before binwatch "
+            "stored them; use the val split)."
+        ),
+    ] = False,
     endpoint_url: Endpoint = None,
     min_count: MinCount = None,
     max_count: MaxCount = None,
@@ -291,7 +332,21 @@ def evaluate(
         metrics_table(ev, f"{checkpoint} on {len(result.records)} bins ({time.monotonic() - t0:.0f}s)")
     )
     console.print(per_class_table(ev))
-    ev["verdicts"] = verdict_report(result, match_threshold, mismatch_threshold)
+    if store_points:
+        from model.checkpoint import load_payload, save_checkpoint
+        from model.operating_points import compute
+
+        where = f"{split or 'all'} split of {data}, {len(result.records)} bins"
+        result.metadata["operating_points"] = compute(
+            result.probabilities, result.counts, result.classes, where
+        )
+        payload = load_payload(checkpoint)
+        extra = {k: v for k, v in payload.items() if k not in ("format", "metadata", "state_dict")}
+        save_checkpoint(checkpoint, payload["state_dict"], result.metadata, extra)
+        console.print(f"stored the verdict operating points measured on the {where} in {checkpoint}")
+    if score not in ("neighbour_ratio", "probability") or operating_point not in ("2%", "5%"):
+        raise fail("--score takes neighbour_ratio or probability, --operating-point 2% or 5%")
+    ev["verdicts"] = verdict_report(result, match_threshold, mismatch_threshold, score, operating_point)
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(ev, indent=2))

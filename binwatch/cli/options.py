@@ -45,13 +45,18 @@ Reviews = Annotated[
 ]
 
 
-def submitted_dataset(data: str | None, reviews: bool) -> dict[str, Any]:
-    """A job's ``dataset``: the ABID uri (DATA), the reviewed photos (``{}`` takes them all), or both."""
-    if data is None and not reviews:
+def submitted_dataset(data: list[str] | None, reviews: bool) -> dict[str, Any]:
+    """A job's ``dataset``: the ABID uri (the first DATA) and any more (``extra_uris``), the reviewed
+    photos (``{}`` takes them all), or both."""
+    if not data and not reviews:
         raise typer.BadParameter(
             "give a DATA folder (or s3:// prefix), --reviews, or both", param_hint="DATA"
         )
-    dataset: dict[str, Any] = {} if data is None else {"uri": data}
+    dataset: dict[str, Any] = {}
+    if data:
+        dataset["uri"] = data[0]
+    if data and len(data) > 1:
+        dataset["extra_uris"] = data[1:]
     if reviews:
         dataset["reviews"] = {}
     return dataset

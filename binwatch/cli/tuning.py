@@ -138,8 +138,11 @@ def submit(
         ),
     ],
     data: Annotated[
-        str | None,
-        typer.Argument(help="ABID-layout dataset as the worker hosts see it. Optional with --reviews."),
+        list[str] | None,
+        typer.Argument(
+            help="ABID-layout datasets as the worker hosts see them (validation on the first one's val "
+            "split). Optional with --reviews."
+        ),
     ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials in all (complete, pruned or failed).")] = 12,
     parallelism: Annotated[int, typer.Option(min=1, help="Trials running at once, at most.")] = 2,

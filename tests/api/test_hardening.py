@@ -246,3 +246,18 @@ def test_dataset_folders_can_be_confined(make_service: Callable[..., Service]) -
     for uri in ("/data/abid-other", "/data/abid/../../etc", "/etc", "relative/abid"):
         refused = svc.client.post("/v1/training-jobs", json={"dataset": {"uri": uri}}, headers=h)
         assert "BINWATCH_DATASET_ROOTS" in problem(refused, 422)["detail"] or "absolute" in refused.text, uri
+    # Every dataset of a job is confined, the extra ones too, and the error names the one refused.
+    for route in ("/v1/training-jobs", "/v1/tuning-jobs"):
+        body: dict = {"dataset": {"uri": "/data/abid", "extra_uris": ["/data/abid/more", "/etc/abid"]}}
+        if route == "/v1/tuning-jobs":
+            body |= {
+                "space": {"lr": {"type": "float", "low": 0.0003, "high": 0.01, "log": True}},
+                "trials": 2,
+            }
+        refused = problem(svc.client.post(route, json=body, headers=h), 422)
+        assert "/etc/abid is outside the folders" in refused["detail"], route
+        assert refused["errors"][0]["loc"] == ["body", "dataset", "extra_uris", 1], route
+    both = {"dataset": {"uri": "/data/abid", "extra_uris": ["/data/abid/more"]}}
+    accepted = svc.client.post("/v1/training-jobs", json=both, headers=h)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["dataset"]["extra_uris"] == ["/data/abid/more"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from records.artifacts import LocalArtifactStore
-from settings import Settings
 from tests.api.conftest import Service
 from tests.api.support import originals
 
@@ -156,11 +155,24 @@ def test_checks_judge_the_recorded_count_and_are_stored(service: Service, abid_r
     assert check["expected_count_source"] == "record"
     p = check["probabilities"][expected_label]
     assert check["probability_of_expected"] == pytest.approx(p)
-    match, mismatch = (Settings.model_fields[f].default for f in ("match_threshold", "mismatch_threshold"))
-    assert check["verdict"] == ("match" if p >= match else "mismatch" if p < mismatch else "uncertain")
-    assert check["thresholds"] == {"match": match, "mismatch": mismatch} == {"match": 0.35, "mismatch": 0.05}
+    # Judged by the neighbour ratio at the serving version's own operating points (measured on its val split
+    # when it was trained), which the models API shows as the version's verdict rule.
+    rule = c.get("/v1/models/1", headers=h).json()["verdict_rule"]
+    points = c.get("/v1/models/1", headers=h).json()["operating_points"]["scores"]["neighbour_ratio"]
+    assert rule["source"] == "model" and rule["score"] == check["judged_by"] == "neighbour_ratio"
+    assert check["thresholds"] == {"match": rule["match"], "mismatch": rule["mismatch"]}
+    assert rule["match"] == points["match"] and rule["mismatch"] == points["mismatch"]["5%"]["threshold"]
+    labels = list(check["probabilities"])
+    index = labels.index(expected_label)
+    neighbours = [check["probabilities"][labels[j]] for j in (index - 1, index + 1) if 0 <= j < len(labels)]
+    score = p / max(neighbours)
+    assert check["score"] == pytest.approx(score)
+    match, mismatch = rule["match"], rule["mismatch"]
+    expected = "match" if score >= match else "mismatch" if score < mismatch else "uncertain"
+    assert check["verdict"] == expected
     assert check["model"]["id"] == check["model_version_id"] == 1
-    assert check["reason"].startswith(f"P({recorded}")
+    assert f"P({recorded}" in check["reason"] and "its likelier neighbour" in check["reason"]
+    assert check["risk"] == rule["risk"] and "correct record" in check["risk"]
 
     # the bin remembers the verdict, the photo is stored byte for byte, the history lists the check
     assert c.get(f"/v1/bins/{bin_id}", headers=h).json()["last_verdict"] == check["verdict"]
@@ -171,7 +183,16 @@ def test_checks_judge_the_recorded_count_and_are_stored(service: Service, abid_r
     history = c.get(f"/v1/bins/{bin_id}/checks", headers=h).json()
     assert [x["id"] for x in history["items"]] == [check["id"]]
     listed = history["items"][0]
-    for field in ("verdict", "probability_of_expected", "predicted_label", "expected_label", "image_url"):
+    for field in (
+        "verdict",
+        "probability_of_expected",
+        "predicted_label",
+        "expected_label",
+        "image_url",
+        "score",
+        "judged_by",
+        "risk",
+    ):
         assert listed[field] == check[field], field
     assert c.get(f"/v1/bins/{bin_id}/checks/{check['id']}", headers=h).json() == listed
     store = LocalArtifactStore(service.settings.resolved_artifact_store)
@@ -194,6 +215,44 @@ def test_checks_judge_the_recorded_count_and_are_stored(service: Service, abid_r
     # correcting the count clears the stale verdict
     c.put(f"/v1/bins/{bin_id}", headers=h, json={"expected_count": recorded + 1})
     assert c.get(f"/v1/bins/{bin_id}", headers=h).json()["last_verdict"] is None
+
+
+def test_the_deployments_thresholds_and_a_version_without_points_are_judged_as_they_say(
+    make_service: Callable[..., Service], checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from model.checkpoint import load_payload, save_checkpoint
+
+    name, data, ctype = photo(0)
+    files = {"image": (name, data, ctype)}
+
+    # Explicit thresholds override the version's points, on the chosen score, and say they are unmeasured.
+    svc = make_service(match_threshold=0.3, mismatch_threshold=0.2, verdict_score="probability")
+    svc.wait_serving(svc.register(checkpoints[0]).id)
+    c, h = svc.client, svc.headers()
+    c.put("/v1/bins/b1", headers=h, json={"expected_count": 3})
+    check = c.post("/v1/bins/b1/checks", headers=h, files=files).json()
+    assert check["thresholds"] == {"match": 0.3, "mismatch": 0.2} and check["judged_by"] == "probability"
+    assert check["score"] == check["probability_of_expected"]
+    assert "set by this deployment" in check["risk"] and "not measured" in check["risk"]
+    assert c.get("/v1/models/1", headers=h).json()["verdict_rule"]["source"] == "settings"
+
+    # A checkpoint without operating points (trained before binwatch stored them) keeps the old rule.
+    payload = load_payload(checkpoints[1])
+    old = tmp_path / "old" / "best.pt"
+    old.parent.mkdir()
+    metadata = {k: v for k, v in payload["metadata"].items() if k != "operating_points"}
+    save_checkpoint(old, payload["state_dict"], metadata)
+    svc = make_service()
+    version = svc.register(old)
+    svc.wait_serving(version.id)
+    c, h = svc.client, svc.headers()
+    c.put("/v1/bins/b1", headers=h, json={"expected_count": 3})
+    check = c.post("/v1/bins/b1/checks", headers=h, files=files).json()
+    assert check["thresholds"] == {"match": 0.35, "mismatch": 0.05} and check["judged_by"] == "probability"
+    assert check["reason"].startswith("P(3) = ")
+    assert "no measured operating points" in check["risk"]
+    detail = c.get(f"/v1/models/{version.id}", headers=h).json()
+    assert detail["operating_points"] is None and detail["verdict_rule"]["source"] == "legacy"
 
 
 def test_an_expected_count_override_is_judged_but_does_not_relabel_the_bin(service: Service) -> None:

@@ -19,14 +19,36 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.slow
-def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> None:
+def test_train_evaluate_predict_end_to_end(abid_root: Path, abid_extra_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = run(
-        "train", str(abid_root), "--recipe", "smoke", "--limit", "120", "--epochs", "1", "--out", str(out)
+        "train",
+        str(abid_root),
+        str(abid_extra_root),
+        "--recipe",
+        "smoke",
+        "--limit",
+        "120",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
     )
     assert res.returncode == 0, res.stderr
     assert "epoch 1/1" in res.stdout and "0-5" in res.stdout
     assert (out / "best.pt").is_file() and (out / "training_curves.png").is_file()
+    # Both folders trained, validation stayed on the first one's val split, the loss kept its class mix.
+    data = json.loads((out / "best.json").read_text())["data"]
+    assert data["source"] == f"{abid_root} + {abid_extra_root}"
+    assert sum(data["datasets"]["1"].values()) == 120 and set(data["datasets"]["1"]) <= {
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    }
+    assert data["val"]["n"] < 120 and data["train"]["n"] + data["val"]["n"] == 240
+    assert data["class_weights"]["1"] < 1 < data["class_weights"]["6+"]
 
     eval_dir = tmp_path / "eval"
     res = run(
@@ -49,10 +71,50 @@ def test_train_evaluate_predict_end_to_end(abid_root: Path, tmp_path: Path) -> N
     # Verdict quality on the same bins: the figures docs/verdicts.md and the model card report.
     verdicts = metrics["verdicts"]
     assert verdicts["bins"] == sum(1 for r in csv_rows(eval_dir) if 0 <= int(r["true_count"]) <= 5)
-    assert verdicts["thresholds"] == {"match": 0.35, "mismatch": 0.05}  # the service defaults
+    # Judged as a check of this model would be: the neighbour ratio at the checkpoint's own operating
+    # points, measured on its validation split when training finished.
+    points = json.loads((out / "best.json").read_text())["operating_points"]["scores"]["neighbour_ratio"]
+    assert verdicts["score"] == "neighbour_ratio"
+    assert verdicts["thresholds"] == {
+        "match": points["match"],
+        "mismatch": points["mismatch"]["5%"]["threshold"],
+    }
     assert 0.0 <= verdicts["auroc"] <= 1.0
     assert abs(sum(verdicts["correct"].values()) - 1) < 1e-9
-    assert "AUROC of P(recorded count)" in res.stdout
+    assert "AUROC of the neighbour ratio" in res.stdout and "risk and coverage" in res.stdout
+    assert [r["max_false_alarm"] for r in verdicts["risk_coverage"]] == [0.01, 0.02, 0.05, 0.1, 0.2]
+    # A checkpoint without points (trained before binwatch stored them) is judged by the legacy rule until
+    # evaluate --store-points measures them on the split it is given.
+    import torch
+
+    old = tmp_path / "old"
+    old.mkdir()
+    payload = torch.load(out / "best.pt", weights_only=True)
+    payload["metadata"].pop("operating_points")
+    torch.save(payload, old / "best.pt")
+    args = [
+        "evaluate",
+        str(old / "best.pt"),
+        str(abid_root),
+        "--split",
+        "val",
+        "--limit",
+        "40",
+        "--device",
+        "cpu",
+    ]
+    res = run(*args)
+    assert res.returncode == 0, res.stderr
+    assert "legacy defaults: the checkpoint has no operating points" in " ".join(res.stdout.split())
+    res = run(*args, "--store-points", "--out", str(old / "eval"))
+    assert res.returncode == 0, res.stderr
+    stored = json.loads((old / "best.json").read_text())["operating_points"]
+    assert stored["measured_on"] == f"val split of {abid_root}, 40 bins"
+    assert (
+        json.loads((old / "eval" / "metrics.json").read_text())["verdicts"]["thresholds"]["match"]
+        == (stored["scores"]["neighbour_ratio"]["match"])
+    )
+
     rows = csv_rows(eval_dir)
     assert len(rows) == 40 and len({r["id"] for r in rows}) == 40
     for r in rows:
@@ -88,6 +150,9 @@ def test_clear_errors_without_tracebacks(tmp_path: Path, abid_root: Path) -> Non
 
     res = run("train", str(abid_root), "--recipe", "nonsense")
     assert res.returncode == 2 and "unknown recipe" in res.stderr
+
+    res = run("train", str(abid_root), str(abid_root), "--recipe", "smoke", "--limit", "10")
+    assert res.returncode == 2 and "a bin may be in one dataset only" in res.stderr
 
     fake = tmp_path / "fake.pt"
     fake.write_bytes(b"not a checkpoint at all")

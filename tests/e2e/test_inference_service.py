@@ -109,20 +109,24 @@ def _count_load_check_and_list(client: httpx.Client, server: Server, pg_url: str
         predictions["02750"]["probabilities"]["6+"]
     )
 
-    # A bin recorded with the count this model finds least likely for a photo: a mismatch by construction.
-    probs = [
-        (p, bin_id, label)
-        for bin_id, pred in predictions.items()
-        for label, p in pred["probabilities"].items()
-    ]
-    p_min, photo_id, label = min(probs)
-    assert p_min < 0.05, "a trained model puts little probability somewhere (below the mismatch threshold)"
+    # A bin recorded with the count this model finds least likely against its neighbours (the verdict
+    # score, model/verdicts.py) for a photo: a mismatch by construction.
+    scored = []
+    for bin_id, pred in predictions.items():
+        labels, values = list(pred["probabilities"]), list(pred["probabilities"].values())
+        for i, label in enumerate(labels):
+            neighbours = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
+            scored.append((values[i] / max(neighbours), bin_id, label))
+    score_min, photo_id, label = min(scored)
     wrong = 6 if label == "6+" else int(label)
     client.put(f"/v1/bins/relabelled-{photo_id}", json={"expected_count": wrong})
     made_up = client.post(
         f"/v1/bins/relabelled-{photo_id}/checks", files={"image": ("x.jpg", photo(photo_id))}
     )
-    assert made_up.json()["verdict"] == "mismatch", made_up.text
+    judged = made_up.json()
+    assert judged["judged_by"] == "neighbour_ratio" and judged["score"] == pytest.approx(score_min, rel=1e-3)
+    assert score_min < judged["thresholds"]["mismatch"], "the least likely record is below the mismatch point"
+    assert judged["verdict"] == "mismatch", made_up.text
     checks[f"relabelled-{photo_id}"] = made_up.json()
 
     # 4. the listings agree with the verdicts, page by page

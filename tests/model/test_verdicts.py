@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model.classes import CountClasses
-from model.verdicts import classes_from_labels, judge
+from model.verdicts import MAX_RATIO, classes_from_labels, judge, record_score
 
 OVERFLOW = CountClasses()  # 0..5, "6+"
 UDACITY = CountClasses.udacity()  # 1..5, no overflow
@@ -129,3 +129,47 @@ def test_labels_rebuild_their_classes() -> None:
     assert classes_from_labels(["1", "2", "3", "4", "5"]) == CountClasses.udacity()
     with pytest.raises(ValueError, match=r"^no labels$"):
         classes_from_labels([])
+
+
+# -- the neighbour ratio (issue 22): P(recorded) over the likelier of its two neighbouring classes
+
+
+def test_the_neighbour_ratio_reads_the_recorded_count_against_its_neighbours() -> None:
+    probs = {"0": 0.05, "1": 0.1, "2": 0.4, "3": 0.2, "4": 0.25}
+    v = judge(2, probs, K6, match_threshold=1.5, mismatch_threshold=0.5, score="neighbour_ratio")
+    assert v.judged_by == "neighbour_ratio" and v.score == pytest.approx(0.4 / 0.2)
+    assert v.verdict == "match" and v.probability_of_expected == pytest.approx(0.4)
+    assert v.reason == (
+        "the photo agrees with the record: P(2) = 0.400, 2.00x its likelier neighbour (match at 1.5x or more)"
+    )
+    # 3 against the likelier of 2 and 4: 0.2 / 0.4
+    v = judge(3, probs, K6, match_threshold=1.5, mismatch_threshold=0.6, score="neighbour_ratio")
+    assert v.score == pytest.approx(0.5) and v.verdict == "mismatch"
+    assert v.reason == (
+        "the photo contradicts the record: P(3) = 0.200, 0.50x its likelier neighbour (mismatch below 0.6x)"
+    )
+    v = judge(4, probs, K6, match_threshold=1.5, mismatch_threshold=0.5, score="neighbour_ratio")
+    assert v.verdict == "uncertain" and v.score == pytest.approx(0.25 / 0.2)
+    assert v.reason.startswith("unsure: P(4) = 0.250, 1.25x its likelier neighbour, between")
+
+
+def test_the_ends_of_the_range_have_one_neighbour_and_the_ratio_is_bounded() -> None:
+    # 0 has only 1 as a neighbour; the overflow class only its lower neighbour
+    v = judge(0, {"0": 0.6, "1": 0.3}, K6, match_threshold=1, mismatch_threshold=0.5, score="neighbour_ratio")
+    assert v.score == pytest.approx(2.0)
+    ratio = {"match_threshold": 1, "mismatch_threshold": 0.5, "score": "neighbour_ratio"}
+    v = judge(12, {"5": 0.1, "6+": 0.8}, K6, **ratio)  # type: ignore[arg-type]
+    assert v.expected_label == "6+" and v.score == pytest.approx(8.0) and v.verdict == "match"
+    sure = judge(3, {"3": 1.0}, K6, match_threshold=1, mismatch_threshold=0.5, score="neighbour_ratio")
+    assert sure.score == MAX_RATIO and "more than 100x" in sure.reason
+    assert record_score(0, [1.0], "neighbour_ratio") == MAX_RATIO  # a model with one class
+    # no class for the count: no score either
+    none = judge(0, {"1": 1.0}, UDACITY, match_threshold=1, mismatch_threshold=0.5, score="neighbour_ratio")
+    assert none.score is None and none.judged_by == "neighbour_ratio" and none.verdict == "uncertain"
+    with pytest.raises(ValueError, match="unknown verdict score 'argmax'"):
+        judge(1, {"1": 1.0}, K6, match_threshold=1, mismatch_threshold=0.5, score="argmax")  # type: ignore[arg-type]
+
+
+def test_the_probability_score_is_p_itself() -> None:
+    v = judge(2, {"2": 0.3, "3": 0.6}, K6, **T)
+    assert v.judged_by == "probability" and v.score == v.probability_of_expected == 0.3

@@ -193,3 +193,30 @@ def test_pinning_fixes_the_reviews_at_submission_unless_the_client_chose_a_time(
     assert chosen.reviews is not None and chosen.reviews.reviewed_before == datetime(2026, 11, 1, tzinfo=UTC)
     abid = DatasetSpec.model_validate({"uri": "/data/abid"})
     assert abid.pinned(now) == abid
+
+
+# -- several ABID datasets (issue 22): uri first, then extra_uris
+
+
+def test_extra_datasets_come_after_the_first_and_are_checked_like_it() -> None:
+    spec = DatasetSpec.model_validate({"uri": "/data/abid", "extra_uris": ["/data/extra", "s3://b/abid/"]})
+    assert spec.locations() == [
+        (["uri"], "/data/abid"),
+        (["extra_uris", 0], "/data/extra"),
+        (["extra_uris", 1], "s3://b/abid/"),
+    ]
+    assert spec.stored()["extra_uris"] == ["/data/extra", "s3://b/abid/"]
+    assert DatasetSpec.model_validate({"reviews": {}}).locations() == []
+    for bad, message in (
+        ({"uri": "/a", "extra_uris": ["https://x/abid"]}, "use a folder path or an s3://bucket/prefix URI"),
+        ({"uri": "/a", "extra_uris": ["/b", "/b"]}, "a dataset is listed twice in extra_uris"),
+        ({"uri": "/a", "extra_uris": ["/a"]}, "/a is both uri and one of extra_uris"),
+        ({"uri": "/a", "extra_uris": []}, "at least 1 item"),
+        ({"uri": "/a", "extra_uris": [f"/d{i}" for i in range(9)]}, "at most 8 items"),
+        (
+            {"reviews": {}, "extra_uris": ["/b"]},
+            "extra_uris selects bins of the ABID dataset, and there is no uri",
+        ),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            DatasetSpec.model_validate(bad)

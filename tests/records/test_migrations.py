@@ -70,7 +70,7 @@ def test_upgrade_to_head_creates_every_table(db_url: str) -> None:
 
     upgrade_database(db_url)
 
-    assert current_revision(db_url) == head_revision() == "0006"
+    assert current_revision(db_url) == head_revision() == "0007"
     assert table_names(db_url) == EXPECTED_TABLES | {"alembic_version"}
 
 

@@ -110,7 +110,7 @@ def test_optuna_keeps_its_tables_apart_from_binwatchs(db_url: str) -> None:
         ours = set(inspector.get_table_names())
         assert "studies" not in ours and {"tuning_jobs", "alembic_version"} <= ours
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
         if engine.dialect.name == "postgresql":
             assert "studies" in set(inspector.get_table_names(schema="optuna"))
         else:
