@@ -6,7 +6,8 @@ Given the model's calibrated class probabilities for a photo and the bin's recor
    n at or above the overflow start. ``p`` = the probability of that class.
 2. Score the record. ``neighbour_ratio`` (the default, measured best in docs/verdicts.md): p divided by the
    larger probability of the two neighbouring classes (n - 1 and n + 1; one neighbour at either end of the
-   range). ``probability``: p itself (the rule before issue 22; checks stored without ``judged_by`` used it).
+   range), or by ``FAR_WEIGHT`` times the largest probability of a farther class if that is larger.
+   ``probability``: p itself (the rule before issue 22; checks stored without ``judged_by`` used it).
 3. ``match`` if score >= match_threshold; ``mismatch`` if score < mismatch_threshold; ``uncertain`` in
    between. The thresholds come from the model version's operating points (model/operating_points.py) or
    from the deployment's settings.
@@ -17,8 +18,8 @@ Given the model's calibrated class probabilities for a photo and the bin's recor
 Why the neighbour ratio: the commonest wrong record is off by one item, and a counter's probability mass
 spreads over neighbouring counts. Reading p alone punishes a flat-but-right distribution as much as one
 that prefers the neighbour; the ratio asks the question an operator asks, "is the recorded count more
-likely than one more or one fewer?". It reads the argmax of nothing and never compares against far
-counts, so a 12 recorded against "6+" is still a match.
+likely than one more or one fewer?". Farther counts weigh a tenth: without them a photo that plainly
+shows 5 would not contradict a recorded 2 whose neighbours are as unlikely as 2 itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ DEFAULT_SCORE: ScoreName = "neighbour_ratio"
 # A neighbour with (almost) no probability would make the ratio astronomically large; past this it says
 # nothing more, and JSON clients get a readable number.
 MAX_RATIO = 1e6
+# How much a count two or more away from the record weighs against it, next to a neighbour (measured:
+# docs/verdicts.md; 0.1 closes the far-count blind spot without costing off-by-one records caught).
+FAR_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,46 @@ class Verdict:
     judged_by: ScoreName = "probability"
 
 
+def _rival(index: int, probabilities: list[float]) -> tuple[int, float] | None:
+    """The class the record is measured against and its weighted probability: the likelier neighbour, or
+    a farther class at ``FAR_WEIGHT`` when that weighs more; None for a model with one class."""
+    weighted = [
+        (j, float(x) * (1.0 if abs(j - index) == 1 else FAR_WEIGHT))
+        for j, x in enumerate(probabilities)
+        if j != index
+    ]
+    if not weighted:
+        return None
+    return max(weighted, key=lambda pair: pair[1])
+
+
 def record_score(index: int, probabilities: list[float], score: ScoreName) -> float:
     """The score of the record whose class is ``index`` among ``probabilities`` (in class order)."""
     p = float(probabilities[index])
     if score == "probability":
         return p
-    neighbours = [probabilities[j] for j in (index - 1, index + 1) if 0 <= j < len(probabilities)]
-    if not neighbours:
+    rival = _rival(index, probabilities)
+    if rival is None or rival[1] <= p / MAX_RATIO:
         return MAX_RATIO
-    best = max(float(x) for x in neighbours)
-    if best <= p / MAX_RATIO:
-        return MAX_RATIO
-    return p / best
+    return p / rival[1]
+
+
+def _against(index: int, probabilities: list[float], labels: list[str]) -> str:
+    rival = _rival(index, probabilities)
+    if rival is None or abs(rival[0] - index) == 1:
+        return "its likelier neighbour"
+    return f"a tenth of P({labels[rival[0]]}) = {probabilities[rival[0]]:.3f}"
 
 
 def _reason(
-    verdict: VerdictName, shown: str, p: float, value: float, score: ScoreName, low: float, high: float
+    verdict: VerdictName,
+    shown: str,
+    p: float,
+    value: float,
+    score: ScoreName,
+    low: float,
+    high: float,
+    against: str,
 ) -> str:
     if score == "probability":
         if verdict == "match":
@@ -75,7 +103,7 @@ def _reason(
             return f"P({shown}) = {p:.3f} < mismatch threshold {low}"
         return f"P({shown}) = {p:.3f} is between the thresholds {low} and {high}"
     ratio = f"{value:.2f}x" if value < 100 else "more than 100x"
-    said = f"P({shown}) = {p:.3f}, {ratio} its likelier neighbour"
+    said = f"P({shown}) = {p:.3f}, {ratio} {against}"
     if verdict == "match":
         return f"the photo agrees with the record: {said} (match at {high:g}x or more)"
     if verdict == "mismatch":
@@ -120,7 +148,8 @@ def judge(
         verdict = "mismatch"
     else:
         verdict = "uncertain"
-    reason = _reason(verdict, shown, p, value, score, mismatch_threshold, match_threshold)
+    against = _against(index, ordered, classes.labels)
+    reason = _reason(verdict, shown, p, value, score, mismatch_threshold, match_threshold, against)
     return Verdict(verdict, p, label, thresholds, reason, value, score)
 
 

@@ -327,6 +327,16 @@ def test_model_registry_lists_details_and_promotes(service: Service, checkpoints
     prediction = c.post("/v1/predictions", headers=h, files={"images": photo()}).json()["predictions"][0]
     assert prediction["model"]["id"] == second.id
     assert [m["is_active"] for m in c.get("/v1/models", headers=h).json()["items"]] == [True, False]
+    # A promotion brings the version's own operating points: checks now mean what seed 2 measured.
+    c.put("/v1/bins/b1", headers=h, json={"expected_count": 2})
+    name, data, ctype = photo(0)
+    check = c.post("/v1/bins/b1/checks", headers=h, files={"image": (name, data, ctype)}).json()
+    points = c.get(f"/v1/models/{second.id}", headers=h).json()["operating_points"]["scores"]
+    first_points = c.get("/v1/models/1", headers=h).json()["operating_points"]["scores"]
+    assert check["model_version_id"] == second.id
+    mine = points["neighbour_ratio"]
+    assert check["thresholds"] == {"match": mine["match"], "mismatch": mine["mismatch"]["5%"]["threshold"]}
+    assert first_points != points
     again_promoted = c.post(f"/v1/models/{second.id}/promote", headers=h).json()
     assert again_promoted["changed"] is False and len(again_promoted["model"]["promotions"]) == 1
 

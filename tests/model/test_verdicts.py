@@ -173,3 +173,16 @@ def test_the_ends_of_the_range_have_one_neighbour_and_the_ratio_is_bounded() -> 
 def test_the_probability_score_is_p_itself() -> None:
     v = judge(2, {"2": 0.3, "3": 0.6}, K6, **T)
     assert v.judged_by == "probability" and v.score == v.probability_of_expected == 0.3
+
+
+def test_a_far_count_weighs_a_tenth_so_a_plain_five_contradicts_a_recorded_two() -> None:
+    probs = {"1": 0.01, "2": 0.02, "3": 0.01, "5": 0.9, "0": 0.06}
+    v = judge(2, probs, K6, match_threshold=1.26, mismatch_threshold=0.296, score="neighbour_ratio")
+    assert v.score == pytest.approx(0.02 / 0.09) and v.verdict == "mismatch"
+    assert v.reason == (
+        "the photo contradicts the record: P(2) = 0.020, 0.22x a tenth of P(5) = 0.900 "
+        "(mismatch below 0.296x)"
+    )
+    # A neighbour outweighs a far count unless the far one is ten times likelier.
+    assert record_score(2, [0.0, 0.2, 0.4, 0.0, 1.9], "neighbour_ratio") == pytest.approx(2.0)
+    assert record_score(2, [0.0, 0.2, 0.4, 0.0, 2.1], "neighbour_ratio") == pytest.approx(0.4 / 0.21)

@@ -73,11 +73,21 @@ def test_every_page_renders_for_an_admin(console: Console) -> None:
     pages = {
         "/": ["Bins by last verdict", "Checks per day", "Serving model"],
         "/queue": [f"Review check {check_id}", "<progress"],
-        f"/checks/{check_id}": ["What do you see in the photo?", 'for="seen_count"'],
+        f"/checks/{check_id}": [
+            "What do you see in the photo?",
+            'for="seen_count"',
+            "<dt>Risk</dt><dd>at this setting ",
+            "its likelier neighbour",
+        ],
         "/bins/00001": ["Check history", "Items"],
         "/upload": ["Count objects", "Check a bin against its record"],
         "/models": ["Model versions", "active"],
-        "/models/1": ["Validation figures", "Promotions"],
+        "/models/1": [
+            "Validation figures",
+            "Promotions",
+            "Checks judged by this version read the neighbour ratio",
+            "Off-by-one caught",
+        ],
         "/jobs": ["Train a new model", "Training jobs", "Tuning jobs"],
     }
     for path, expected in pages.items():
