@@ -16,6 +16,7 @@ reviewed photos however many are reviewed meanwhile.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -67,9 +68,23 @@ ABID_ONLY_FIELDS = ("extra_uris", "endpoint_url", "min_count", "max_count", "ids
 MAX_EXTRA_DATASETS = 8
 
 
+# S3's bucket-name rules (general purpose buckets): 3-63 lowercase letters, digits, dots and hyphens, a
+# letter or digit at each end, no "..", not an IPv4 address. Anything else (credentials, a host:port) is
+# refused here, with a 422 naming the field, rather than by botocore on a worker after the job was queued.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
 def _check_supported(value: str) -> None:
     if "://" in value and not value.startswith("s3://"):
         raise ValueError("use a folder path or an s3://bucket/prefix URI")
+    if value.startswith("s3://"):
+        bucket = value[5:].partition("/")[0]
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket or _IPV4.fullmatch(bucket):
+            raise ValueError(
+                f"{bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, a "
+                "letter or digit at each end); an S3-compatible server's address goes in endpoint_url"
+            )
 
 
 class ReviewsSpec(BaseModel):

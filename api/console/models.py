@@ -103,7 +103,7 @@ async def plot(
     data = await run_in_threadpool(_plot, state, model_id, name)
     if data is None:
         return Response(f"model version {model_id} has no picture {name!r}", 404, media_type="text/plain")
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/models/{model_id}/promote")

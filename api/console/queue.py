@@ -170,8 +170,6 @@ async def photo(check_id: CheckId, viewer: Inventory, state: State) -> Response:
     if found is None:
         return Response(f"no photo for check {check_id}", status_code=404, media_type="text/plain")
     data, media = found
-    headers = {
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "private, max-age=3600",
-    }
+    # no-store: a shared browser must not keep a bin's photo after its operator signs out (issue 24).
+    headers = {"Content-Security-Policy": "default-src 'none'; sandbox", "Cache-Control": "no-store"}
     return Response(data, media_type=media, headers=headers)

@@ -199,13 +199,13 @@ def test_pinning_fixes_the_reviews_at_submission_unless_the_client_chose_a_time(
 
 
 def test_extra_datasets_come_after_the_first_and_are_checked_like_it() -> None:
-    spec = DatasetSpec.model_validate({"uri": "/data/abid", "extra_uris": ["/data/extra", "s3://b/abid/"]})
+    spec = DatasetSpec.model_validate({"uri": "/data/abid", "extra_uris": ["/data/extra", "s3://bkt/abid/"]})
     assert spec.locations() == [
         (["uri"], "/data/abid"),
         (["extra_uris", 0], "/data/extra"),
-        (["extra_uris", 1], "s3://b/abid/"),
+        (["extra_uris", 1], "s3://bkt/abid/"),
     ]
-    assert spec.stored()["extra_uris"] == ["/data/extra", "s3://b/abid/"]
+    assert spec.stored()["extra_uris"] == ["/data/extra", "s3://bkt/abid/"]
     assert DatasetSpec.model_validate({"reviews": {}}).locations() == []
     for bad, message in (
         ({"uri": "/a", "extra_uris": ["https://x/abid"]}, "use a folder path or an s3://bucket/prefix URI"),
@@ -220,3 +220,25 @@ def test_extra_datasets_come_after_the_first_and_are_checked_like_it() -> None:
     ):
         with pytest.raises(ValidationError, match=message):
             DatasetSpec.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://user:pw@127.0.0.1:8999/abid/",
+        "s3://127.0.0.1/abid/",
+        "s3://My-Bucket/abid/",
+        "s3://ab/abid/",
+        "s3://a..b/abid/",
+        "s3://-abid/",
+        "s3:///abid/",
+        "s3://" + "a" * 64 + "/abid/",
+    ],
+)
+def test_s3_uris_are_checked_against_the_bucket_name_rules_at_the_edge(uri: str) -> None:
+    for body in ({"uri": uri}, {"uri": "/data/abid", "extra_uris": [uri]}):
+        with pytest.raises(ValidationError, match="is not an S3 bucket name") as caught:
+            DatasetSpec.model_validate(body)
+        assert "endpoint_url" in str(caught.value)
+    for fine in ("s3://aft-vbi-pds/", "s3://my.bucket-2/abid/x", "s3://abc"):
+        assert DatasetSpec.model_validate({"uri": fine}).uri == fine

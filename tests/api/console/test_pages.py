@@ -98,6 +98,10 @@ def test_every_page_renders_for_an_admin(console: Console) -> None:
     photo_answer = admin.get(f"/checks/{check_id}/photo")
     assert photo_answer.status_code == 200 and photo_answer.content[:2] == b"\xff\xd8"
     assert photo_answer.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    # Not kept by a shared browser after sign-out, like the pages themselves.
+    assert photo_answer.headers["cache-control"] == "no-store"
+    plot_answer = admin.get("/models/1/plots/confusion_matrix")
+    assert plot_answer.status_code == 200 and plot_answer.headers["cache-control"] == "no-store"
     assert admin.get("/static/console.css").status_code == 200
 
 
