@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from api import console, thread_budget
+from api import console, reference_pages, thread_budget
 from api.auth_gate import AuthGateMiddleware
 from api.batcher import Batcher
 from api.body_limit import BodyLimitMiddleware
@@ -192,9 +192,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by api/reference_pages.py from this deployment's own files, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
     install_openapi(app)
+    reference_pages.install(app)
     app.include_router(health.router)
     app.include_router(predictions.router)
     app.include_router(bins.router)

@@ -70,6 +70,10 @@ def test_success_registers_one_version_and_applies_if_better(env: tuple[Settings
         "training_curves",
     }
     assert version.metrics["evaluated_on"].startswith("this job's validation split")
+    # The version carries the verdict operating points measured on its validation split (issue 22).
+    points = version.operating_points
+    assert points is not None and points["measured_on"].startswith("its validation split")
+    assert set(points["scores"]["neighbour_ratio"]["mismatch"]) == {"2%", "5%"}
     assert [m.epoch for m in helper.epochs(first)] == [1, 2]
     assert res.artifacts.list(f"jobs/{first}/epochs/") == []  # resume checkpoints are dropped on success
 
