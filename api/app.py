@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +23,7 @@ from api.auth_gate import AuthGateMiddleware
 from api.batcher import Batcher
 from api.body_limit import BodyLimitMiddleware
 from api.deps import AppState
+from api.fair_decode import FairDecoder
 from api.key_cache import KeyCache
 from api.metrics import Metrics, MetricsMiddleware
 from api.model_manager import ModelManager
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ("workers", budget.workers),
         ):
             metrics.threads.labels(kind).set(value)
-        decode_pool = ThreadPoolExecutor(budget.decode_threads, thread_name_prefix="binwatch-decode")
+        decode_pool = FairDecoder(budget.decode_threads, settings.decode_backlog_per_key)
         app.state.binwatch = AppState(
             settings,
             engine,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
@@ -16,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers
 
 from api.batcher import Batcher
+from api.fair_decode import FairDecoder
 from api.key_cache import KeyCache
 from api.metrics import Metrics
 from api.model_manager import ModelManager, ServingModel
@@ -41,13 +39,14 @@ class AppState:
     batcher: Batcher
     metrics: Metrics
     budget: ThreadBudget
-    # Decoding and preprocessing of photos (CPU-bound; sized by the thread budget, api/thread_budget.py).
-    decode_pool: ThreadPoolExecutor
+    # Decoding and preprocessing of photos (CPU-bound; sized by the thread budget, api/thread_budget.py),
+    # shared round-robin between API keys (api/fair_decode.py).
+    decode_pool: FairDecoder
     keys: KeyCache[Principal]
 
-    async def decode(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the decode pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, partial(fn, *args))
+    async def decode(self, fn: Callable[..., T], *args: Any, key: int | None = None, cost: int = 1) -> T:
+        """Run ``fn(*args)`` on the decode pool, off the event loop, in ``key``'s turn (``cost`` photos)."""
+        return await self.decode_pool.run(fn, *args, key=key, cost=cost)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ The rules, in order (docs/api.md repeats them):
    (``text/plain``, ``application/pdf``, ...) and the file name has no image extension; otherwise 422
    (a file that claims to be an image but is corrupt or not one).
 4. Width x height above ``max_image_pixels`` is 422, decided from the header before any pixel is
-   decoded (decompression bombs); smaller than ``min_image_side`` on either side is 422.
+   decoded (decompression bombs); smaller than ``min_image_side`` on either side is 422. A file in a
+   format that cannot be decoded at a reduced size (all but JPEG) of more than ``DENSE_CHECK_PIXELS`` with
+   more than ``max_pixels_per_byte`` pixels per byte is 422 too: 47 KB of PNG zeros can hold 49 Mpx and
+   cost seconds of decoding, while a photo holds at most a few pixels per byte.
 5. Truncated or corrupt pixel data is 422.
 """
 
@@ -57,6 +60,11 @@ CONTENT_TYPE_OF_FORMAT = {
     "TIFF": "image/tiff",
 }
 
+
+# JPEG is decoded at a reduced size (Pillow's draft mode) when the photo is larger than the model's input;
+# every other format is decoded whole, so its cost follows its pixels, not its bytes.
+REDUCED_DECODING = ("JPEG", "MPO")
+DENSE_CHECK_PIXELS = 1_000_000
 
 CONTENT_TYPE_OF_EXTENSION = {EXTENSION_OF_FORMAT[f]: t for f, t in CONTENT_TYPE_OF_FORMAT.items()}
 
@@ -140,6 +148,21 @@ def inspect(upload: Upload, settings: Settings, index: int | None = None) -> Ima
             422,
             f"{what} is {info.width}x{info.height} = {pixels} pixels, more than the limit of "
             f"{settings.max_image_pixels} (BINWATCH_MAX_IMAGE_PIXELS)",
+            type=INVALID_IMAGE,
+            title="Invalid image",
+        )
+    dense = pixels / len(upload.data)
+    if (
+        info.format not in REDUCED_DECODING
+        and pixels > DENSE_CHECK_PIXELS
+        and dense > settings.max_pixels_per_byte
+    ):
+        raise Problem(
+            422,
+            f"{what} is a {info.format} of {info.width}x{info.height} = {pixels} pixels in only "
+            f"{len(upload.data)} bytes ({dense:.0f} pixels a byte, more than "
+            f"{settings.max_pixels_per_byte:g}, BINWATCH_MAX_PIXELS_PER_BYTE): not a photo, and it would "
+            "cost seconds to decode; send the photo as a JPEG, or at its real size",
             type=INVALID_IMAGE,
             title="Invalid image",
         )

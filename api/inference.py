@@ -7,16 +7,30 @@ import torch
 from api import images
 from api.batcher import BatcherStopped, BatchResult, QueueFull, Ticket
 from api.deps import AppState
+from api.fair_decode import DecodeBacklogFull
 from api.model_manager import ServingModel
 from api.problems import OVERLOADED, Problem
 
 
 async def count_uploads(
-    state: AppState, model: ServingModel, uploads: list[images.Upload]
+    state: AppState, model: ServingModel, uploads: list[images.Upload], key: int | None = None
 ) -> tuple[list[BatchResult], list[images.ImageInfo]]:
-    """Decode, preprocess and count ``uploads`` (Problem 415/422 for bad images, 503 when overloaded)."""
+    """Decode, preprocess and count ``uploads`` (Problem 415/422 for bad images, 503 when overloaded).
+
+    ``key``: the API key's id, whose turn on the decode pool the photos take (api/fair_decode.py)."""
     with state.batcher.announce(len(uploads)) as ticket:
-        tensors, infos = await state.decode(images.prepare, uploads, model.predictor, state.settings)
+        try:
+            tensors, infos = await state.decode(
+                images.prepare, uploads, model.predictor, state.settings, key=key, cost=len(uploads)
+            )
+        except DecodeBacklogFull as exc:
+            raise Problem(
+                503,
+                f"{exc}; retry when your earlier requests have been answered",
+                type=OVERLOADED,
+                title="Overloaded",
+                headers={"Retry-After": "1"},
+            ) from exc
         return await infer(state, model, tensors, ticket), infos
 
 

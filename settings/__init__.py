@@ -101,6 +101,19 @@ class Settings(BaseSettings):
         default=16, ge=1, description="Most images one POST /v1/predictions may carry (more: 413)."
     )
     max_image_pixels: int = Field(default=50_000_000, description="Larger images are rejected (bomb guard).")
+    max_pixels_per_byte: float = Field(
+        default=100.0,
+        gt=0,
+        description="A PNG, GIF, TIFF, BMP or WebP of more than a megapixel with more pixels than this per "
+        "byte of file is refused (422): such formats cannot be decoded at a reduced size, and a few "
+        "kilobytes of zeros can cost seconds of decoding. Photos have far fewer (JPEGs are decoded reduced).",
+    )
+    decode_backlog_per_key: int = Field(
+        default=64,
+        ge=1,
+        description="Most photos one API key may have waiting to be decoded in a process; beyond it, 503 "
+        "with Retry-After. Keys take turns on the decode threads (api/fair_decode.py).",
+    )
     min_image_side: int = Field(
         default=32,
         ge=1,

@@ -71,7 +71,7 @@ async def _counted(state: AppState, files: list[UploadFile], viewer: Viewer) -> 
     shown = []
     for file, prediction in zip(files, answer.predictions, strict=True):
         await file.seek(0)
-        thumb = await state.decode(_thumbnail, await file.read())
+        thumb = await state.decode(_thumbnail, await file.read(), key=viewer.principal.key_id)
         bars = [
             Bar(label, p, False, label == prediction.label) for label, p in prediction.probabilities.items()
         ]

@@ -189,7 +189,7 @@ async def create_check(
         return first
     recorded = await run_in_threadpool(_recorded_count, state, bin_id)
     expected = recorded if expected_count is None else expected_count
-    (result,), infos = await count_uploads(state, model, [upload])
+    (result,), infos = await count_uploads(state, model, [upload], key.key_id)
     prediction = result.prediction
     version = result.model.version
     rule = rule_for(state.settings, version.operating_points)

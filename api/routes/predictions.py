@@ -31,7 +31,7 @@ async def predict(
             "BINWATCH_MAX_UPLOAD_BYTES for the whole request.",
         ),
     ],
-    _key: Annotated[Principal, Depends(require_scope("predict"))],
+    key: Annotated[Principal, Depends(require_scope("predict"))],
     state: Annotated[AppState, Depends(get_state)],
     model: Annotated[ServingModel, Depends(require_model)],
 ) -> PredictionsResponse:
@@ -51,7 +51,7 @@ async def predict(
             "(BINWATCH_MAX_IMAGES_PER_REQUEST)",
         )
     uploads = [await images.read_upload(f) for f in images_]
-    results, _infos = await count_uploads(state, model, uploads)
+    results, _infos = await count_uploads(state, model, uploads, key.key_id)
     out = []
     for upload, result in zip(uploads, results, strict=True):
         p, version = result.prediction, result.model.version

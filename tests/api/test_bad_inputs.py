@@ -179,6 +179,12 @@ ROWS = [
         build=upload("big.png", lambda: png_bomb(8000, 8000), "image/png"),
     ),
     Row(
+        "7000x7000-png-of-zeros",
+        422,
+        "pixels a byte, more than 100, BINWATCH_MAX_PIXELS_PER_BYTE",
+        build=upload("zeros.png", lambda: png_bomb(7000, 7000), "image/png"),
+    ),
+    Row(
         "over-upload-limit",
         413,
         f"limit of {UPLOAD_LIMIT + 64 * 1024} bytes",
