@@ -120,6 +120,24 @@ class Settings(BaseSettings):
         description="Images narrower or shorter than this many pixels are rejected with 422: a bin photo "
         "that small holds nothing countable, and the model would still answer with confident numbers.",
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection must complete a request's headers within this many seconds of opening "
+        "(or of its previous response); else 408 and closed (api/http_protocol.py).",
+    )
+    body_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A request's body must arrive within this many seconds of its headers; else 408 and "
+        "closed.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most connections one API process holds; past it the oldest one still waiting for its "
+        "headers is closed, or the new one gets 503. Default: the open-file limit less 128, at most 4096.",
+    )
     batch_max_size: int = Field(default=16, description="Most images one inference batch holds.")
     batch_max_wait_ms: float = Field(default=5.0, description="How long a batch waits to fill up.")
     batch_queue_size: int = Field(default=256, description="Pending images before requests get 503.")
