@@ -51,6 +51,37 @@ def _fix_operation(operation: dict[str, Any]) -> None:
         responses.setdefault("413", _problem(413, "the request body is larger than the limit"))
 
 
+# OpenAPI links: where a response's ids lead. Clients (and the schema fuzzer's stateful phase) follow them
+# from a bin to its checks and from a check to its photo and review.
+_BIN = {"bin_id": "$response.body#/id"}
+_CHECK = {"bin_id": "$response.body#/bin_id", "check_id": "$response.body#/id"}
+LINKS: dict[tuple[str, str], dict[str, Any]] = {
+    ("put", "/v1/bins/{bin_id}"): {
+        "CheckThisBin": ("create_check_v1_bins__bin_id__checks_post", _BIN),
+        "ItsChecks": ("list_checks_v1_bins__bin_id__checks_get", _BIN),
+        "ThisBin": ("get_bin_v1_bins__bin_id__get", _BIN),
+    },
+    ("post", "/v1/bins/{bin_id}/checks"): {
+        "ThisCheck": ("get_check_v1_bins__bin_id__checks__check_id__get", _CHECK),
+        "ItsPhoto": ("get_check_image_v1_bins__bin_id__checks__check_id__image_get", _CHECK),
+        "ReviewIt": ("review_check_v1_bins__bin_id__checks__check_id__review_post", _CHECK),
+    },
+}
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    for (method, path), links in LINKS.items():
+        operation = document.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        for status, response in operation.get("responses", {}).items():
+            if status.startswith("2"):
+                response["links"] = {
+                    name: {"operationId": target, "parameters": dict(params)}
+                    for name, (target, params) in links.items()
+                }
+
+
 def _uses(document: Any, name: str) -> bool:
     ref = f"#/components/schemas/{name}"
     if isinstance(document, dict):
@@ -72,6 +103,7 @@ def install_openapi(app: FastAPI) -> None:
             for operation in path_item.values():
                 if isinstance(operation, dict) and "responses" in operation:
                     _fix_operation(operation)
+        _add_links(document)
         schemas = document.get("components", {}).get("schemas", {})
         for name in FASTAPI_ERROR_SCHEMAS:
             if name in schemas:

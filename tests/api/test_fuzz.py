@@ -9,6 +9,7 @@ schema cannot express), invalid ones refused.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.api.support import clean_env, create_key, encode, start_server
+from tests.conftest import REPO
 from tests.worker.support import delete_redis_prefix
 
 pytestmark = pytest.mark.slow
@@ -39,8 +41,22 @@ def _seed(url: str, key: str) -> None:
         assert check.status_code == 201, check.text
 
 
-def _fuzz(url: str, key: str, report: Path) -> None:
+def _checks_created(database_url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM bin_checks")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _fuzz(url: str, key: str, report: Path, database_url: str) -> None:
     _seed(url, key)
+    before = _checks_created(database_url)
+    # Real photos for the photo parts (tests/api/fuzz_hooks.py), so checks are created, read and reviewed.
+    env = dict(os.environ, SCHEMATHESIS_HOOKS="tests.api.fuzz_hooks", PYTHONPATH=str(REPO))
     result = subprocess.run(
         [
             str(ST),
@@ -70,11 +86,16 @@ def _fuzz(url: str, key: str, report: Path) -> None:
         text=True,
         timeout=900,
         cwd=report,
+        env=env,
     )
     (report / "schemathesis.txt").write_text(result.stdout + result.stderr)
     tail = result.stdout[:8000] + "\n…\n" + result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert "Tested: 18" in result.stdout or "Selected: " in result.stdout, tail
+    created = _checks_created(database_url) - before
+    (report / "checks-created.txt").write_text(f"{created}\n")
+    print(f"the fuzzer created {created} checks")
+    assert created >= 10, f"the fuzzer created only {created} checks: are the photo hooks loaded?\n{tail}"
 
 
 def test_fuzz_embedded_default(tmp_path: Path) -> None:
@@ -82,8 +103,8 @@ def test_fuzz_embedded_default(tmp_path: Path) -> None:
     server = start_server(env, tmp_path / "logs")
     try:
         server.wait_ready()
-        key = create_key(f"sqlite:///{tmp_path / 'home' / 'binwatch.db'}", "admin", name="fuzz")
-        _fuzz(server.url, key, tmp_path)
+        database = f"sqlite:///{tmp_path / 'home' / 'binwatch.db'}"
+        _fuzz(server.url, create_key(database, "admin", name="fuzz"), tmp_path, database)
         assert "Traceback" not in server.log(), server.log()[-6000:]
     finally:
         server.stop()
@@ -102,7 +123,7 @@ def test_fuzz_postgres_and_redis(tmp_path: Path, pg_url: str, redis_url: str) ->
     server = start_server(env, tmp_path / "logs")
     try:
         server.wait_ready()
-        _fuzz(server.url, create_key(pg_url, "admin", name="fuzz"), tmp_path)
+        _fuzz(server.url, create_key(pg_url, "admin", name="fuzz"), tmp_path, pg_url)
         assert "Traceback" not in server.log(), server.log()[-6000:]
     finally:
         server.stop()
