@@ -428,6 +428,14 @@ def test_openapi_documents_every_operation_with_examples_and_problems(service: S
         assert path in paths, path
     schemes = spec["components"]["securitySchemes"]
     assert schemes["APIKeyHeader"]["name"] == "X-API-Key" and schemes["HTTPBearer"]["scheme"] == "bearer"
+    # Links lead from a bin to its checks and from a check to its photo and review, to real operations.
+    ids = {op["operationId"] for ops in paths.values() for op in ops.values()}
+    for status in ("200", "201"):
+        bin_links = paths["/v1/bins/{bin_id}"]["put"]["responses"][status]["links"]
+        assert bin_links["CheckThisBin"]["parameters"] == {"bin_id": "$response.body#/id"}
+    check_links = paths["/v1/bins/{bin_id}/checks"]["post"]["responses"]["201"]["links"]
+    assert set(check_links) == {"ThisCheck", "ItsPhoto", "ReviewIt"}
+    assert {link["operationId"] for link in (*bin_links.values(), *check_links.values())} <= ids
     for path, operations in paths.items():
         for method, op in operations.items():
             assert op.get("summary") and op.get("description"), (method, path)
