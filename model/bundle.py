@@ -21,7 +21,7 @@ from model.checkpoint import CheckpointError, load_payload, save_checkpoint, sha
 
 BUNDLE_DIR = Path(__file__).with_name("bundled")
 BUNDLED_CHECKPOINT = BUNDLE_DIR / "counter.pt"
-BUNDLED_SHA256 = "9379e2fd0e8e11b5a59296efefbd0c09034d687cf3a0b344cc45514ebeadc5d7"
+BUNDLED_SHA256 = "5219ff752b393bc3620409c1f66d253f8487e414b5e444021a21a093107a8bb4"
 BUNDLE_FORMAT = "binwatch-bundled/1"
 BUNDLED_NAME = "bundled-default"
 PLOTS = ("confusion_matrix.png", "training_curves.png")
@@ -43,7 +43,9 @@ def export(checkpoint: str | Path, dest: str | Path = BUNDLED_CHECKPOINT) -> str
     checkpoint, dest = Path(checkpoint), Path(dest)
     payload = load_payload(checkpoint)
     metadata = dict(payload["metadata"])
-    metadata["bundled_from"] = {"file": checkpoint.name, "sha256": sha256_file(checkpoint)}
+    # A materialised bundle given back (to add its operating points, say) keeps naming the training run.
+    metadata.pop("bundled", None)
+    metadata.setdefault("bundled_from", {"file": checkpoint.name, "sha256": sha256_file(checkpoint)})
     dest.parent.mkdir(parents=True, exist_ok=True)
     state = _as_dtype(payload["state_dict"], torch.half)
     torch.save({"format": BUNDLE_FORMAT, "metadata": metadata, "state_dict": state}, dest)

@@ -336,7 +336,8 @@ def evaluate(
         from model.checkpoint import load_payload, save_checkpoint
         from model.operating_points import compute
 
-        where = f"{split or 'all'} split of {data}, {len(result.records)} bins"
+        where = f"the {split} split of {data}" if split else f"all of {data}"
+        where += f", {len(result.records)} bins"
         result.metadata["operating_points"] = compute(
             result.probabilities, result.counts, result.classes, where
         )

@@ -109,7 +109,7 @@ def test_train_evaluate_predict_end_to_end(abid_root: Path, abid_extra_root: Pat
     res = run(*args, "--store-points", "--out", str(old / "eval"))
     assert res.returncode == 0, res.stderr
     stored = json.loads((old / "best.json").read_text())["operating_points"]
-    assert stored["measured_on"] == f"val split of {abid_root}, 40 bins"
+    assert stored["measured_on"] == f"the val split of {abid_root}, 40 bins"
     assert (
         json.loads((old / "eval" / "metrics.json").read_text())["verdicts"]["thresholds"]["match"]
         == (stored["scores"]["neighbour_ratio"]["match"])

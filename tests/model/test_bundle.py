@@ -31,6 +31,18 @@ def test_the_shipped_file_is_the_pinned_one() -> None:
     assert BUNDLED_CHECKPOINT.stat().st_size < 2.2 * params + 2_000_000
 
 
+def test_the_bundled_model_carries_its_verdict_operating_points() -> None:
+    """Measured on ../shared/abid's val split (docs/verdicts.md); a fresh install judges checks with them."""
+    points = bundled_metadata()["operating_points"]
+    assert points["measured_on"] == "the val split of ../shared/abid, 1722 bins"
+    assert points["correct_records"] == 1182 and points["off_by_one_records"] == 2343
+    ratio = points["scores"]["neighbour_ratio"]
+    assert ratio["mismatch"]["5%"]["false_alarm"] <= 0.05 and ratio["mismatch"]["2%"]["false_alarm"] <= 0.02
+    assert ratio["mismatch"]["2%"]["threshold"] < ratio["mismatch"]["5%"]["threshold"] < ratio["match"]
+    assert ratio["auroc"] > points["scores"]["probability"]["auroc"]
+    assert bundled_metadata()["bundled_from"]["file"] == "best.pt"
+
+
 def load_payload_of_bundle() -> dict:
     import torch
 
