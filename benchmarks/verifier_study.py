@@ -57,9 +57,8 @@ def counter_outputs(checkpoint: Path, data: str, cache: Path) -> dict[str, np.nd
     loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=2)
     with torch.inference_mode():
         for i, (images, _t, _c) in enumerate(loader):
-            x = normalise(
-                to_input(images, loaded.preprocessing, torch.device("cpu"), True), loaded.preprocessing
-            )
+            x = to_input(images, loaded.preprocessing, torch.device("cpu"), True)
+            x = normalise(x, loaded.preprocessing, True)
             logits.append(loaded.net(x).float())
             if i % 20 == 0:
                 print(f"  {min(len(ds), (i + 1) * 64)}/{len(ds)} photos", flush=True)
