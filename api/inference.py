@@ -24,14 +24,13 @@ async def count_uploads(
                 images.prepare, uploads, model.predictor, state.settings, key=key, cost=len(uploads)
             )
         except DecodeBacklogFull as exc:
-            raise Problem(
-                503,
-                f"{exc}; retry when your earlier requests have been answered",
-                type=OVERLOADED,
-                title="Overloaded",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise overloaded(f"{exc}; retry when your earlier requests have been answered") from exc
         return await infer(state, model, tensors, ticket), infos
+
+
+def overloaded(detail: str) -> Problem:
+    """503 Overloaded with Retry-After: the client should come back in a second."""
+    return Problem(503, detail, type=OVERLOADED, title="Overloaded", headers={"Retry-After": "1"})
 
 
 async def infer(
@@ -40,13 +39,7 @@ async def infer(
     try:
         return await state.batcher.predict(model, tensors, ticket)
     except QueueFull as exc:
-        raise Problem(
-            503,
-            f"the inference queue is full ({exc}); retry shortly",
-            type=OVERLOADED,
-            title="Overloaded",
-            headers={"Retry-After": "1"},
-        ) from exc
+        raise overloaded(f"the inference queue is full ({exc}); retry shortly") from exc
     except BatcherStopped as exc:
         raise Problem(
             503, "the service is shutting down; retry on another instance", headers={"Retry-After": "1"}
