@@ -105,10 +105,10 @@ def _reason(
     ratio = f"{value:.2f}x" if value < 100 else "more than 100x"
     said = f"P({shown}) = {p:.3f}, {ratio} {against}"
     if verdict == "match":
-        return f"the photo agrees with the record: {said} (match at {high:g}x or more)"
+        return f"the photo agrees with the record: {said} (match at {high:.3g}x or more)"
     if verdict == "mismatch":
-        return f"the photo contradicts the record: {said} (mismatch below {low:g}x)"
-    return f"unsure: {said}, between the mismatch point {low:g}x and the match point {high:g}x"
+        return f"the photo contradicts the record: {said} (mismatch below {low:.3g}x)"
+    return f"unsure: {said}, between the mismatch point {low:.3g}x and the match point {high:.3g}x"
 
 
 def judge(

@@ -261,3 +261,12 @@ def test_dataset_folders_can_be_confined(make_service: Callable[..., Service]) -
     accepted = svc.client.post("/v1/training-jobs", json=both, headers=h)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["dataset"]["extra_uris"] == ["/data/abid/more"]
+
+
+def test_an_s3_uri_that_is_no_bucket_is_a_422_naming_the_field(make_service: Callable[..., Service]) -> None:
+    svc = make_service()
+    body = {"dataset": {"uri": "s3://user:pw@127.0.0.1:8999/abid/"}}
+    refused = problem(svc.client.post("/v1/training-jobs", json=body, headers=svc.headers()), 422)
+    assert "'user:pw@127.0.0.1:8999' is not an S3 bucket name" in refused["detail"]
+    assert any(e["loc"][:3] == ["body", "dataset", "uri"] for e in refused["errors"]), refused["errors"]
+    assert svc.client.get("/v1/training-jobs", headers=svc.headers()).json()["items"] == []
