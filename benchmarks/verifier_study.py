@@ -13,8 +13,10 @@ same neighbour-ratio score checks use, log P(recorded), expected count minus rec
 dimensions) and, for the third candidate, 32 principal components of the counter's penultimate features.
 Each candidate is a small MLP (torch) fitted on the train split's records only; val records measure.
 
-Candidates: the count-only neighbour ratio (the service's score, nothing fitted); an MLP on the count
-features; the same with the record's features; the same with the image features too.
+Candidates: the count-only neighbour ratio (the service's score, nothing fitted); an MLP on the record
+alone, without the photo (a control: anything it separates comes from how the wrong records are made,
+not from the photo); an MLP on the count features; the same with the record's features; the same with
+the image features too.
 
 Run: .venv/bin/python benchmarks/verifier_study.py CHECKPOINT [../shared/abid] [--cache runs/verifier]
 (the counter's outputs for all 11,471 photos are cached in the cache folder: about 5 minutes on 2 cores).
@@ -81,9 +83,9 @@ def items(data: str, bin_id: str) -> list[dict]:
     meta = json.loads((Path(data) / "metadata" / f"{bin_id}.json").read_text())
     out = []
     for item in (meta.get("BIN_FCSKU_DATA") or {}).values():
-        dims = [item.get(k, {}).get("value") for k in ("length", "width", "height")]
+        dims = [(item.get(k) or {}).get("value") for k in ("length", "width", "height")]
         volume = math.prod(dims) if all(isinstance(d, (int, float)) and d > 0 for d in dims) else None
-        weight = item.get("weight", {}).get("value")
+        weight = (item.get("weight") or {}).get("value")
         out.append({"qty": int(item.get("quantity") or 0), "volume": volume, "weight": weight})
     return out
 
@@ -181,7 +183,10 @@ def main() -> None:
         for row, record, label in rows:
             r = sum(i["qty"] for i in record)
             c = count_features(out["probs"][row], r)
-            x = c if kind == "count" else c + record_features(record)
+            if kind == "record only":
+                x = [float(r)] + record_features(record)
+            else:
+                x = c if kind == "count" else c + record_features(record)
             if kind == "image":
                 x = x + pcs[row].tolist()
             xs.append(x)
@@ -194,7 +199,8 @@ def main() -> None:
     print(f"{len(rows)} records from {len({r for r, _, _ in rows})} bins with item lists\n")
     print("| verdict score (val records, bins with 0-5 items) | AUROC | caught at 5% false alarms | at 2% |")
     print("|---|---|---|---|")
-    for kind in ("count", "record", "image"):
+    kept: dict[str, np.ndarray] = {}
+    for kind in ("record only", "count", "record", "image"):
         x, y, split, counts, baseline = table(kind)
         keep = (split == "val") & (counts <= 5)
         if kind == "count":
@@ -205,11 +211,43 @@ def main() -> None:
         with torch.inference_mode():
             score = net(torch.tensor((x - mu) / sd, dtype=torch.float32)).squeeze(1).numpy()
         name = {
+            "record only": "MLP on the record alone (no photo: a control)",
             "count": "MLP on the count features",
             "record": "+ the record's items",
             "image": "+ 32 image PCs",
         }
         print(f"| {name[kind]} | {figures(score[keep], y[keep])} |")
+        kept[kind] = score
+        kept["ratio"], kept["y"], kept["keep"] = baseline, y, keep
+        kept["r"] = x[:, 4] if kind == "record" else kept.get("r", np.zeros(len(y)))
+        if kind == "record":
+            kept["volume"], kept["no_dims"] = x[:, 6], x[:, -1]
+    breakdown(kept)
+
+
+def breakdown(kept: dict[str, np.ndarray]) -> None:
+    """The verifier (count features + the record's items) against the ratio, by group of val records."""
+    y, keep = kept["y"], kept["keep"]
+    volume = kept["volume"]
+    cuts = np.quantile(volume[keep], [1 / 3, 2 / 3])
+    groups = {f"recorded {int(r)}": keep & (kept["r"] == r) for r in range(7)}
+    groups |= {
+        "small items (total volume, lowest third)": keep & (volume <= cuts[0]),
+        "middle third": keep & (volume > cuts[0]) & (volume <= cuts[1]),
+        "large items (highest third)": keep & (volume > cuts[1]),
+        "an item lacks dimensions": keep & (kept["no_dims"] > 0),
+    }
+    print(
+        "\n| group | records | neighbour ratio: AUROC / caught / at 2% | verifier: AUROC / caught / at 2% |"
+    )
+    print("|---|---|---|---|")
+    for name, mask in groups.items():
+        if (y[mask] == 1).sum() < 5 or (y[mask] == 0).sum() < 5:
+            continue
+        print(
+            f"| {name} | {mask.sum()} | {figures(kept['ratio'][mask], y[mask])} | "
+            f"{figures(kept['record'][mask], y[mask])} |"
+        )
 
 
 if __name__ == "__main__":
